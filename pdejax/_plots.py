@@ -1,0 +1,106 @@
+"""Result pictures: prediction / reference / error panels and loss curves (matplotlib, no display)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_solution(problem, pred: np.ndarray, ref: np.ndarray, path: str | os.PathLike) -> None:
+    """Save prediction, reference and |error| side by side on the problem's evaluation grid.
+
+    Args:
+        problem: the :class:`~pdejax.problems.Problem` (for its domain, grid and component names).
+        pred, ref: values on ``problem.eval_points()``: ``(n,)`` or ``(n, c)``.
+        path: output PNG.
+
+    1D + time: x-t images. 2D steady: x-y images. 2D + time: x-y images at the final time.
+    One row per field component.
+    """
+    plt = _plt()
+    _, shape = problem.eval_points()
+    dom = problem.domain
+    c = problem.output_dim
+    pred = np.asarray(pred, np.float64).reshape(shape + (c,))
+    ref = np.asarray(ref, np.float64).reshape(shape + (c,))
+    lo, hi = dom.lower, dom.upper
+    if dom.dim == 2:
+        extent = (lo[0], hi[0], lo[1], hi[1])
+        labels = ("x", "t" if dom.has_time else "y")
+        title_suffix = ""
+        take = lambda a: a  # noqa: E731
+    elif dom.dim == 3:
+        extent = (lo[0], hi[0], lo[1], hi[1])
+        labels = ("x", "y")
+        title_suffix = f" at t = {hi[2]:.3g}" if dom.has_time else f" at z = {hi[2]:.3g}"
+        take = lambda a: a[:, :, -1]  # noqa: E731
+    else:
+        extent, labels, title_suffix = None, ("x", ""), ""
+        take = None
+    fig, axes = plt.subplots(c, 3, figsize=(13, 3.6 * c), squeeze=False)
+    for j in range(c):
+        name = problem.output_names[j]
+        p, r = pred[..., j], ref[..., j]
+        if take is None:  # 1D steady: line plots
+            x = np.linspace(lo[0], hi[0], shape[0])
+            axes[j, 0].plot(x, p)
+            axes[j, 1].plot(x, r)
+            axes[j, 2].semilogy(x, np.abs(p - r) + 1e-300)
+            for ax, ttl in zip(axes[j], ("prediction", "reference", "|error|")):
+                ax.set_title(f"{ttl} {name}")
+            continue
+        p, r = take(p), take(r)
+        vmin, vmax = float(r.min()), float(r.max())
+        panels = ((p, "prediction", vmin, vmax), (r, "reference", vmin, vmax), (np.abs(p - r), "|error|", None, None))
+        for ax, (img, ttl, a, b) in zip(axes[j], panels):
+            im = ax.imshow(
+                img.T,
+                origin="lower",
+                extent=extent,
+                aspect="auto",
+                vmin=a,
+                vmax=b,
+                cmap="magma" if ttl == "|error|" else "RdBu_r",
+            )
+            ax.set_title(f"{ttl} {name}{title_suffix}")
+            ax.set_xlabel(labels[0])
+            ax.set_ylabel(labels[1])
+            fig.colorbar(im, ax=ax)
+    fig.suptitle(f"{problem.name}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_losses(history: np.ndarray, names, path: str | os.PathLike, eval_steps=(), eval_values=()) -> None:
+    """Save every loss term against the step (log scale) and, if given, rel. L2 against the step."""
+    plt = _plt()
+    n_panels = 2 if len(eval_steps) else 1
+    fig, axes = plt.subplots(1, n_panels, figsize=(6.5 * n_panels, 4), squeeze=False)
+    ax = axes[0, 0]
+    steps = np.arange(1, history.shape[0] + 1)
+    for j, name in enumerate(names):
+        ax.semilogy(steps, np.maximum(history[:, j], 1e-300), label=name, lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss term")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    if n_panels == 2:
+        ax = axes[0, 1]
+        ax.semilogy(eval_steps, eval_values, "o-")
+        ax.set_xlabel("step")
+        ax.set_ylabel("relative L2 error")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,304 @@
+"""Command line: ``pdejax list | solve | reference`` (parses arguments and calls the library)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+METHODS = ("pinn",)
+MODELS = ("mlp", "fourier", "modified")
+
+
+class CLIError(Exception):
+    """A user error: printed as one line on stderr, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of usage + message
+        raise CLIError(f"{message} (see '{self.prog} --help')")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _param(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"malformed --param {text!r}: expected key=value")
+    return key.strip(), value.strip()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="pdejax", description="Solve benchmark PDEs with pdejax.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    sub.add_parser("list", help="list problems, their parameters, methods and optimizers")
+
+    s = sub.add_parser("solve", help="train/solve one problem and write metrics, plots and a checkpoint")
+    s.add_argument("problem", help="problem name (see 'pdejax list')")
+    s.add_argument("--method", default="pinn", help=f"solution method: {', '.join(METHODS)}")
+    s.add_argument("--optimizer", default=None, help="adam | lbfgs | adam+lbfgs (default: adam+lbfgs)")
+    s.add_argument("--steps", type=_positive_int, default=None, help="first-phase (Adam) steps")
+    s.add_argument("--lbfgs-steps", type=_nonneg_int, default=None, help="L-BFGS iterations after Adam")
+    s.add_argument("--seed", type=_nonneg_int, default=None)
+    s.add_argument(
+        "--param",
+        type=_param,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="problem parameter, repeatable (e.g. --param beta=50)",
+    )
+    s.add_argument("--model", choices=MODELS, default=None)
+    s.add_argument("--width", type=_positive_int, default=None)
+    s.add_argument("--depth", type=_positive_int, default=None)
+    s.add_argument(
+        "--constraints",
+        choices=("hard", "soft"),
+        default=None,
+        help="enforce initial/boundary/periodic conditions exactly (hard) or by loss terms",
+    )
+    s.add_argument("--lr", type=_positive_float, default=None, help="Adam learning rate")
+    s.add_argument("--sampler", choices=("uniform", "sobol", "lhs"), default=None)
+    s.add_argument("--resample-every", type=_nonneg_int, default=None)
+    s.add_argument("--x64", action="store_true", help="train in float64")
+    s.add_argument("--out", default=None, help="output directory (default: runs/PROBLEM-METHOD)")
+    s.add_argument("--resume", default=None, metavar="DIR", help="continue the run whose checkpoint is in DIR")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    r = sub.add_parser("reference", help="write a problem's reference solution on its evaluation grid")
+    r.add_argument("problem")
+    r.add_argument("--param", type=_param, action="append", default=[], metavar="KEY=VALUE")
+    r.add_argument("--out", required=True, help="output file (.npz)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``pdejax`` console script; returns the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+        return {"list": _list, "solve": _solve, "reference": _reference}[args.command](args)
+    except CLIError as e:
+        _fail(str(e))
+        return 2
+    except KeyboardInterrupt:
+        _fail("interrupted")
+        return 130
+    except Exception as e:  # no tracebacks for users; PDEJAX_DEBUG=1 shows them
+        if os.environ.get("PDEJAX_DEBUG"):
+            raise
+        _fail(f"{type(e).__name__}: {e}".splitlines()[0])
+        return 1
+
+
+def _fail(msg: str) -> None:
+    print(f"pdejax: error: {msg}", file=sys.stderr)
+
+
+def _problem(name: str, params: list[tuple[str, str]]):
+    from . import problems
+
+    seen = {}
+    for k, v in params:
+        if k in seen:
+            raise CLIError(f"--param {k} given twice")
+        seen[k] = v
+    try:
+        return problems.get(name, **seen)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+
+
+def _list(args) -> int:
+    from . import pinns, problems
+
+    print("problems (pdejax solve PROBLEM --param KEY=VALUE):")
+    for name in problems.names():
+        defaults = problems.parameters(name).items()
+        pars = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in defaults)
+        print(f"  {name:20s} {problems.get(name).description}")
+        print(f"  {'':20s} parameters: {pars or 'none'}")
+    print(f"methods: {', '.join(METHODS)}")
+    print(f"optimizers (pinn): {', '.join(pinns.OPTIMIZERS)}")
+    print(f"models (pinn): {', '.join(MODELS)}")
+    return 0
+
+
+def _writable_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".pdejax-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise CLIError(f"cannot write to output directory {str(path)!r}: {e.strerror or e}") from None
+    return path
+
+
+_SETTING_FLAGS = {
+    "steps": "steps",
+    "lbfgs_steps": "lbfgs_steps",
+    "model": "model",
+    "width": "width",
+    "depth": "depth",
+    "constraints": "constraints",
+    "lr": "learning_rate",
+    "sampler": "sampler",
+    "resample_every": "resample_every",
+    "seed": "seed",
+}
+
+
+def _solve(args) -> int:
+    if args.method not in METHODS:
+        raise CLIError(f"unknown method {args.method!r}; choose one of: {', '.join(METHODS)}")
+    run = None
+    if args.resume is not None:
+        run_file = Path(args.resume) / "run.json"
+        if not run_file.exists():
+            raise CLIError(f"--resume {args.resume!r}: no run.json there (not a pdejax run directory)")
+        try:
+            run = json.loads(run_file.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise CLIError(f"--resume {args.resume!r}: run.json is unreadable ({e})") from None
+        if run.get("problem") != args.problem:
+            raise CLIError(f"--resume {args.resume!r} holds a run of {run.get('problem')!r}, not {args.problem!r}")
+    out = Path(args.out or args.resume or f"runs/{args.problem}-{args.method}")
+    _writable_dir(out)
+    x64 = args.x64 or bool(run and run.get("x64"))
+
+    import jax
+
+    jax.config.update("jax_enable_x64", x64)
+    from . import pinns
+    from ._io import CheckpointError, atomic_write_text
+    from ._plots import plot_losses, plot_solution
+
+    params = args.param if run is None else [tuple(kv) for kv in run["param"]]
+    problem = _problem(args.problem, params)
+    overrides = {v: getattr(args, k) for k, v in _SETTING_FLAGS.items()}
+    optimizer = args.optimizer or (run["settings"]["optimizer"] if run else "adam+lbfgs")
+    try:
+        if run is not None:
+            settings = dict(run["settings"])
+            settings.update({k: v for k, v in overrides.items() if v is not None and k in ("steps", "lbfgs_steps")})
+        else:
+            settings = pinns.settings_for(problem, optimizer, **overrides)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    atomic_write_text(
+        out / "run.json",
+        json.dumps(
+            {
+                "problem": args.problem,
+                "method": args.method,
+                "param": [list(kv) for kv in params],
+                "x64": x64,
+                "settings": settings,
+            },
+            indent=2,
+        ),
+    )
+    try:
+        sol = pinns.solve(problem, settings, out_dir=out, resume=run is not None, progress=not args.no_progress)
+    except CheckpointError as e:
+        raise CLIError(str(e)) from None
+    except pinns.TrainingDiverged as e:
+        _fail(str(e))
+        return 1
+    res = sol.result
+    metrics = {
+        "problem": problem.name,
+        "method": args.method,
+        "optimizer": settings["optimizer"],
+        "steps": res.steps,
+        "seed": int(settings["seed"]),
+        "rel_l2": res.rel_l2,
+        "wall_time_s": res.wall_time_s,
+        "params": problem.params,
+        "settings": settings,
+        "x64": x64,
+        "loss_terms": dict(zip(res.term_names, map(float, res.loss_history[-1]))) if len(res.loss_history) else {},
+        "rel_l2_history": {"step": res.eval_steps, "rel_l2": res.eval_rel_l2},
+        "device": str(jax.devices()[0]),
+        "platform": platform.platform(),
+    }
+    if sol.reference is not None and problem.output_dim > 1:
+        ref = sol.reference.reshape(-1, problem.output_dim)
+        pred = sol.prediction.reshape(-1, problem.output_dim)
+        metrics["rel_l2_components"] = {
+            n: float(pinns.relative_l2(pred[:, j], ref[:, j])) for j, n in enumerate(problem.output_names)
+        }
+    if sol.reference is not None:
+        plot_solution(problem, sol.prediction, sol.reference, out / "solution.png")
+    plot_losses(res.loss_history, res.term_names, out / "loss.png", res.eval_steps, res.eval_rel_l2)
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=float))
+    rel = "n/a" if res.rel_l2 is None else f"{res.rel_l2:.3e}"
+    print(f"{problem.name}: rel_l2={rel} steps={res.steps} wall_time={res.wall_time_s:.1f}s -> {out}")
+    return 0
+
+
+def _reference(args) -> int:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import numpy as np
+
+    problem = _problem(args.problem, args.param)
+    if problem.reference_fn is None:
+        raise CLIError(f"problem {problem.name!r} has no reference solution")
+    out = Path(args.out)
+    _writable_dir(out.parent if str(out.parent) else Path("."))
+    points, shape = problem.eval_points()
+    values = problem.reference(points)
+    import io
+
+    from ._io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        points=points,
+        values=values,
+        shape=np.asarray(shape),
+        params=json.dumps(problem.params),
+        problem=problem.name,
+    )
+    atomic_write_bytes(out, buf.getvalue())
+    print(f"{problem.name}: reference on grid {shape} -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Physics-informed neural networks: neural fields, hard constraints, loss terms and the trainer."""
+
+from ._field import CONSTRAINTS, Field, make_field, predict
+from ._models import ACTIVATIONS, MLP, MODELS, Dense, FourierFeatureMLP, ModifiedMLP, get_activation
+from ._presets import GENERIC, PRESETS, preset
+from ._solve import OPTIMIZERS, Solution, settings_for, solve
+from ._trainer import TrainConfig, TrainingDiverged, TrainResult, TrainState, relative_l2, train
+
+__all__ = [
+    "ACTIVATIONS",
+    "GENERIC",
+    "OPTIMIZERS",
+    "PRESETS",
+    "Solution",
+    "preset",
+    "settings_for",
+    "solve",
+    "CONSTRAINTS",
+    "MLP",
+    "MODELS",
+    "Dense",
+    "Field",
+    "FourierFeatureMLP",
+    "ModifiedMLP",
+    "TrainConfig",
+    "TrainResult",
+    "TrainState",
+    "TrainingDiverged",
+    "get_activation",
+    "make_field",
+    "predict",
+    "relative_l2",
+    "train",
+]

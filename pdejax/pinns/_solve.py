@@ -1,0 +1,110 @@
+"""One-call PINN solve of a problem: build the field from settings, train, predict on the evaluation grid."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+import numpy as np
+
+from ..problems import Problem
+from ._field import make_field, predict
+from ._presets import GENERIC, preset
+from ._trainer import TrainConfig, TrainResult, train
+
+OPTIMIZERS = ("adam", "lbfgs", "adam+lbfgs")
+
+
+@dataclasses.dataclass
+class Solution:
+    """A trained PINN and its prediction on the problem's evaluation grid.
+
+    Attributes:
+        result: the :class:`TrainResult` (field, loss history, rel. L2 history, timing).
+        points: evaluation grid ``(n, d)``; prediction: ``(n,)`` or ``(n, c)``; reference: same or ``None``.
+        settings: the complete settings used (preset merged with overrides).
+    """
+
+    result: TrainResult
+    points: np.ndarray
+    prediction: np.ndarray
+    reference: np.ndarray | None
+    settings: dict
+
+
+def settings_for(problem: Problem, optimizer: str = "adam+lbfgs", **overrides) -> dict:
+    """Complete PINN settings for ``problem``: its preset, adjusted for ``optimizer``, with overrides.
+
+    ``optimizer`` is 'adam' (no L-BFGS), 'lbfgs' (L-BFGS only; ``steps`` then counts L-BFGS iterations)
+    or 'adam+lbfgs'. Overrides with value ``None`` are ignored; unknown keys raise ``ValueError``.
+    """
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {OPTIMIZERS}")
+    unknown = set(overrides) - set(GENERIC) - {"seed"}
+    if unknown:
+        raise ValueError(f"unknown PINN settings {sorted(unknown)}; valid: {sorted(GENERIC) + ['seed']}")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    s = preset(problem.name)
+    if optimizer == "adam":
+        if overrides.get("lbfgs_steps"):
+            raise ValueError("optimizer 'adam' runs no L-BFGS steps; use optimizer 'adam+lbfgs' for lbfgs_steps")
+        s["lbfgs_steps"] = 0
+    elif optimizer == "lbfgs":
+        # L-BFGS alone: 'steps' counts its iterations
+        s["lbfgs_steps"] = overrides.pop("steps", overrides.pop("lbfgs_steps", s["steps"]))
+        s["steps"] = 0
+    s.update(overrides)
+    s.setdefault("seed", 0)
+    s["optimizer"] = optimizer
+    return s
+
+
+def solve(
+    problem: Problem,
+    settings: dict | None = None,
+    *,
+    out_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> Solution:
+    """Train a PINN on ``problem`` with ``settings`` (see :func:`settings_for`) and predict on its grid.
+
+    The field's initial weights use ``PRNGKey(seed)``; the collocation points use the same seed through
+    :class:`TrainConfig`. Checkpoints go to ``out_dir`` (resumable with ``resume=True``).
+    """
+    s = settings if settings is not None else settings_for(problem)
+    key = jax.random.PRNGKey(int(s["seed"]))
+    field, train_problem = make_field(
+        problem,
+        s["model"],
+        width=int(s["width"]),
+        depth=int(s["depth"]),
+        activation=s["activation"],
+        constraints=s["constraints"],
+        key=jax.random.fold_in(key, 1),
+    )
+    config = TrainConfig(
+        steps=int(s["steps"]),
+        lbfgs_steps=int(s["lbfgs_steps"]),
+        learning_rate=float(s["learning_rate"]),
+        decay_rate=float(s["decay_rate"]),
+        decay_steps=int(s["decay_steps"]),
+        sampler=s["sampler"],
+        resample_every=int(s["resample_every"]),
+        n_points=s["n_points"],
+        seed=int(s["seed"]),
+        eval_every=max(1, (int(s["steps"]) + int(s["lbfgs_steps"])) // 10),
+    )
+    points, _ = problem.eval_points()
+    ref = problem.reference(points) if problem.reference_fn is not None else None
+    result = train(
+        train_problem,
+        field,
+        config,
+        out_dir=out_dir,
+        resume=resume,
+        progress=progress,
+        reference=None if ref is None else (points, ref),
+    )
+    return Solution(result, points, predict(result.field, points), ref, s)

@@ -1,0 +1,394 @@
+"""PINN training loop: jitted ``lax.scan`` chunks of Adam (optax) then L-BFGS, with checkpoints and evaluation."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, PyTree
+
+from .._io import CHECKPOINT_NAME, load_checkpoint, read_checkpoint_meta, save_checkpoint
+from ..problems import SAMPLING_METHODS, Problem, sample
+from ._field import predict
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/Inf. ``step`` and ``term`` say where; the last finite state was kept."""
+
+    def __init__(self, step: int, term: str, checkpoint: str | None):
+        self.step, self.term, self.checkpoint = step, term, checkpoint
+        kept = f"; last finite checkpoint kept at {checkpoint}" if checkpoint else ""
+        super().__init__(f"training diverged: loss term {term!r} became NaN/Inf at step {step}{kept}")
+
+
+class TrainConfig(eqx.Module):
+    """Settings of :func:`train` (all plain data).
+
+    Attributes:
+        steps: first-order (Adam) steps.
+        learning_rate: initial Adam learning rate.
+        decay_rate, decay_steps: exponential decay ``lr * decay_rate ** (step / decay_steps)``.
+        lbfgs_steps: L-BFGS iterations after Adam (each with a zoom line search), on fixed points.
+        chunk: steps per jitted ``lax.scan`` call (progress, evaluation and NaN checks happen between).
+        sampler: 'uniform', 'sobol' or 'lhs'.
+        resample_every: draw fresh collocation points every this many Adam steps (0: never).
+        adaptive: 'none', or 'rad': when resampling, draw ``rad_candidates`` times more candidates for
+            each PDE-residual term and keep ``n`` of them with probability ``|r|^k / mean |r|^k + c``
+            (residual-based adaptive distribution, Wu et al., CMAME 403, 2023).
+        rad_k, rad_c, rad_candidates: the RAD exponent, floor and oversampling factor.
+        n_points: per-term overrides of the number of points.
+        weights: per-term loss weights (default: each term's own weight).
+        eval_every: evaluate rel. L2 against the reference every this many steps (0: only at the end).
+        checkpoint_every: write a checkpoint every this many steps (0: only at the end).
+        seed: seed of the sampling key (the model's key is separate).
+    """
+
+    steps: int = 5000
+    learning_rate: float = 1e-3
+    decay_rate: float = 0.9
+    decay_steps: int = 1000
+    lbfgs_steps: int = 0
+    chunk: int = 250
+    sampler: str = "uniform"
+    resample_every: int = 0
+    adaptive: str = "none"
+    rad_k: float = 1.0
+    rad_c: float = 1.0
+    rad_candidates: int = 8
+    n_points: dict[str, int] | None = None
+    weights: dict[str, float] | None = None
+    eval_every: int = 1000
+    checkpoint_every: int = 1000
+    seed: int = 0
+
+    def __check_init__(self):
+        for name in ("steps", "lbfgs_steps", "resample_every", "eval_every", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.steps + self.lbfgs_steps <= 0:
+            raise ValueError(f"steps + lbfgs_steps must be > 0, got {self.steps} + {self.lbfgs_steps}")
+        if self.chunk < 1 or self.decay_steps < 1:
+            raise ValueError(f"chunk and decay_steps must be >= 1, got {self.chunk}, {self.decay_steps}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate}")
+        if not 0 < self.decay_rate <= 1:
+            raise ValueError(f"decay_rate must be in (0, 1], got {self.decay_rate}")
+        if self.adaptive not in ("none", "rad"):
+            raise ValueError(f"unknown adaptive sampling {self.adaptive!r}; choose 'none' or 'rad'")
+        if self.adaptive == "rad" and not (self.rad_k >= 0 and self.rad_c >= 0 and self.rad_candidates >= 1):
+            raise ValueError("RAD needs rad_k >= 0, rad_c >= 0 and rad_candidates >= 1")
+        if self.sampler not in SAMPLING_METHODS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {SAMPLING_METHODS}")
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+
+class TrainState(eqx.Module):
+    """Everything that evolves during training (arrays only, so it checkpoints and scans)."""
+
+    params: PyTree
+    opt_state: PyTree
+    key: Array
+    points: dict[str, Array]
+    step: Array
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """Outcome of :func:`train`.
+
+    Attributes:
+        field: the trained field.
+        loss_history: ``(steps, m)`` loss-term values per step (columns: ``term_names``).
+        term_names: names of the loss terms.
+        eval_steps, eval_rel_l2: steps at which rel. L2 was measured and its values.
+        rel_l2: final relative L2 error against the reference (``None`` without a reference).
+        steps: total steps done (Adam + L-BFGS).
+        wall_time_s: wall-clock seconds of this call (compilation included).
+    """
+
+    field: Any
+    loss_history: np.ndarray
+    term_names: tuple[str, ...]
+    eval_steps: list[int]
+    eval_rel_l2: list[float]
+    rel_l2: float | None
+    steps: int
+    wall_time_s: float
+
+
+def relative_l2(pred: np.ndarray, ref: np.ndarray) -> float:
+    """``||pred - ref||_2 / ||ref||_2`` over all entries (all points and components)."""
+    pred = np.asarray(pred, np.float64).reshape(ref.shape)
+    return float(np.linalg.norm(pred - ref) / np.linalg.norm(ref))
+
+
+def _weights(problem: Problem, weights: Mapping[str, float] | None) -> np.ndarray:
+    weights = dict(weights or {})
+    unknown = set(weights) - set(problem.terms)
+    if unknown:
+        raise ValueError(f"weights name unknown terms {sorted(unknown)}; terms are {list(problem.terms)}")
+    return np.array([weights.get(n, t.weight) for n, t in problem.terms.items()])
+
+
+def _adam(config: TrainConfig) -> optax.GradientTransformation:
+    schedule = optax.exponential_decay(config.learning_rate, config.decay_steps, config.decay_rate)
+    return optax.adam(schedule)
+
+
+def _lbfgs() -> optax.GradientTransformation:
+    return optax.lbfgs(memory_size=50, linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=25))
+
+
+def train(
+    problem: Problem,
+    field: eqx.Module,
+    config: TrainConfig = TrainConfig(),
+    *,
+    optimizer: optax.GradientTransformation | None = None,
+    out_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    reference: tuple[np.ndarray, np.ndarray] | None = None,
+    on_chunk: Callable[[int, np.ndarray], None] | None = None,
+) -> TrainResult:
+    """Train ``field`` to minimise the weighted sum of ``problem``'s loss terms.
+
+    Adam (or ``optimizer``, any optax transformation) runs for ``config.steps`` steps, then L-BFGS for
+    ``config.lbfgs_steps``. Steps run in jitted ``lax.scan`` chunks; between chunks the progress bar is
+    updated, the loss is checked for NaN/Inf, rel. L2 is evaluated and checkpoints are written.
+
+    Args:
+        problem: the problem whose loss terms are minimised (from :func:`make_field`).
+        field: the neural field (an Equinox module ``(d,) -> ()`` or ``(c,)``).
+        config: :class:`TrainConfig`.
+        optimizer: first-phase optimizer (default: Adam with exponential decay).
+        out_dir: where ``checkpoint.npz`` is written (``None``: no checkpoints).
+        resume: continue from the checkpoint in ``out_dir`` if there is one.
+        progress: show a tqdm progress bar.
+        reference: ``(points (n, d), values)`` to measure rel. L2 on (default: the problem's eval grid
+            and reference, if it has one).
+        on_chunk: called as ``on_chunk(step, loss_rows)`` after every chunk.
+
+    Returns:
+        :class:`TrainResult`. Raises :class:`TrainingDiverged` on NaN/Inf (after saving the last finite
+        state when ``out_dir`` is given).
+    """
+    start = time.perf_counter()
+    weights = jnp.asarray(_weights(problem, config.weights), jnp.zeros(()).dtype)
+    names = problem.term_names
+    params, static = eqx.partition(field, eqx.is_inexact_array)
+    first = optimizer if optimizer is not None else _adam(config)
+    lbfgs = _lbfgs()
+    ckpt = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
+    if ckpt is not None:
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+    if reference is None and problem.reference_fn is not None:
+        pts, _ = problem.eval_points()
+        reference = (pts, problem.reference(pts))
+
+    def fresh_state(opt) -> TrainState:
+        key = jax.random.PRNGKey(config.seed)
+        key, sub = jax.random.split(key)
+        points = problem.sample(sub, config.sampler, config.n_points)
+        return TrainState(params, opt.init(params), key, points, jnp.zeros((), jnp.int32))
+
+    state = fresh_state(first)
+    history: list[np.ndarray] = []
+    eval_steps: list[int] = []
+    eval_vals: list[float] = []
+    if resume and ckpt is not None and ckpt.exists():
+        state, history, eval_steps, eval_vals = _resume(ckpt, state, lbfgs, config)
+
+    def losses(p, points):
+        return problem.losses(eqx.combine(p, static), points)
+
+    def draw(key, p):
+        return _draw(problem, config, key, eqx.combine(p, static))
+
+    adam_chunk = jax.jit(_adam_scan(losses, weights, first, draw, config), static_argnums=1)
+    lbfgs_chunk = jax.jit(_lbfgs_scan(losses, weights, lbfgs), static_argnums=1)
+
+    total = config.steps + config.lbfgs_steps
+    bar = _progress(total, int(state.step), progress)
+    last_saved = int(state.step)
+    try:
+        while int(state.step) < total:
+            step = int(state.step)
+            if step == config.steps and _is_first_phase(state, lbfgs):
+                state = TrainState(state.params, lbfgs.init(state.params), state.key, state.points, state.step)
+            in_adam = step < config.steps
+            end = config.steps if in_adam else total
+            n = min(config.chunk, end - step)
+            new_state, rows = (adam_chunk if in_adam else lbfgs_chunk)(state, n)
+            rows = np.asarray(rows)
+            bad_rows = ~np.all(np.isfinite(rows), axis=1)
+            if bad_rows.any() or not _finite(new_state.params):
+                bad = int(np.argmax(bad_rows)) if bad_rows.any() else n - 1
+                term = names[int(np.argmax(~np.isfinite(rows[bad])))] if bad_rows.any() else "parameters"
+                saved = None
+                if ckpt is not None:
+                    _save(ckpt, state, config, history, eval_steps, eval_vals, lbfgs)
+                    saved = str(ckpt)
+                raise TrainingDiverged(step + bad, term, saved)
+            state = new_state
+            history.append(rows)
+            step = int(state.step)
+            if on_chunk is not None:
+                on_chunk(step, rows)
+            msg = {"loss": f"{float(np.dot(np.asarray(weights), rows[-1])):.3e}"}
+            if reference is not None and (
+                step == total or (config.eval_every and step // config.eval_every > (step - n) // config.eval_every)
+            ):
+                err = relative_l2(predict(eqx.combine(state.params, static), reference[0]), reference[1])
+                eval_steps.append(step)
+                eval_vals.append(err)
+            if eval_vals:
+                msg["rel_l2"] = f"{eval_vals[-1]:.2e}"
+            if bar is not None:
+                bar.set_postfix(msg, refresh=False)
+                bar.update(n)
+            if ckpt is not None and (
+                step == total or (config.checkpoint_every and step - last_saved >= config.checkpoint_every)
+            ):
+                _save(ckpt, state, config, history, eval_steps, eval_vals, lbfgs)
+                last_saved = step
+    finally:
+        if bar is not None:
+            bar.close()
+    trained = eqx.combine(state.params, static)
+    hist = np.concatenate(history, axis=0) if history else np.zeros((0, len(names)))
+    return TrainResult(
+        field=trained,
+        loss_history=hist,
+        term_names=names,
+        eval_steps=eval_steps,
+        eval_rel_l2=eval_vals,
+        rel_l2=eval_vals[-1] if eval_vals else None,
+        steps=int(state.step),
+        wall_time_s=time.perf_counter() - start,
+    )
+
+
+def _draw(problem: Problem, config: TrainConfig, key, field) -> dict:
+    """Fresh collocation points; with ``adaptive='rad'`` residual terms are drawn in proportion to the
+    current residual of ``field`` (Wu et al. 2023)."""
+    kbase, kad = jax.random.split(key)
+    points = problem.sample(kbase, config.sampler, config.n_points)
+    if config.adaptive != "rad":
+        return points
+    n_points = config.n_points or {}
+    for name, term in problem.terms.items():
+        if term.kind != "residual" or term.points is not None:
+            continue
+        kad, kc, ks = jax.random.split(kad, 3)
+        n = n_points.get(name, term.n_points)
+        cand = sample(problem.domain, term.region, kc, n * config.rad_candidates, config.sampler)
+        r = jax.lax.stop_gradient(problem.term_residuals(field, name, cand))
+        err = jnp.sqrt(jnp.sum(r**2, axis=1)) ** config.rad_k
+        prob = err / jnp.mean(err) + config.rad_c
+        idx = jax.random.choice(ks, cand.shape[0], (n,), replace=False, p=prob / jnp.sum(prob))
+        points[name] = cand[idx]
+    return points
+
+
+def _adam_scan(losses, weights, opt, draw, config: TrainConfig):
+    resample = config.resample_every
+
+    def run(state: TrainState, n: int):
+        def body(st: TrainState, _):
+            key, sub = jax.random.split(st.key)
+            points = st.points
+            if resample:
+                points = jax.lax.cond(
+                    (st.step > 0) & (st.step % resample == 0),
+                    lambda k: draw(k, st.params),
+                    lambda k: st.points,
+                    sub,
+                )
+
+            def total(p):
+                vec = losses(p, points)
+                return jnp.dot(weights, vec), vec
+
+            (_, vec), g = jax.value_and_grad(total, has_aux=True)(st.params)
+            updates, opt_state = opt.update(g, st.opt_state, st.params)
+            params = optax.apply_updates(st.params, updates)
+            return TrainState(params, opt_state, key, points, st.step + 1), vec
+
+        return jax.lax.scan(body, state, None, length=n)
+
+    return run
+
+
+def _lbfgs_scan(losses, weights, opt):
+    def run(state: TrainState, n: int):
+        def total(p):
+            return jnp.dot(weights, losses(p, state.points))
+
+        value_and_grad = optax.value_and_grad_from_state(total)
+
+        def body(st: TrainState, _):
+            vec = losses(st.params, st.points)
+            value, g = value_and_grad(st.params, state=st.opt_state)
+            updates, opt_state = opt.update(g, st.opt_state, st.params, value=value, grad=g, value_fn=total)
+            params = optax.apply_updates(st.params, updates)
+            return TrainState(params, opt_state, st.key, st.points, st.step + 1), vec
+
+        return jax.lax.scan(body, state, None, length=n)
+
+    return run
+
+
+def _finite(tree) -> bool:
+    return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(tree))
+
+
+def _is_first_phase(state: TrainState, lbfgs) -> bool:
+    """Whether ``state.opt_state`` is still the first optimizer's (not yet L-BFGS's)."""
+    ref = jax.tree_util.tree_structure(lbfgs.init(state.params))
+    return jax.tree_util.tree_structure(state.opt_state) != ref
+
+
+def _save(path: Path, state: TrainState, config: TrainConfig, history, eval_steps, eval_vals, lbfgs):
+    hist = np.concatenate(history, axis=0) if history else np.zeros((0, 0))
+    phase = "first" if _is_first_phase(state, lbfgs) else "lbfgs"
+    meta = {"step": int(state.step), "phase": phase, "config": config.to_dict()}
+    extra = {
+        "loss_history": hist,
+        "eval_steps": np.asarray(eval_steps, np.int64),
+        "eval_rel_l2": np.asarray(eval_vals, np.float64),
+    }
+    save_checkpoint(path, state, meta, extra)
+
+
+def _resume(path: Path, fresh: TrainState, lbfgs, config: TrainConfig):
+    """Load the checkpoint at ``path`` into the structure of ``fresh`` (or of its L-BFGS variant)."""
+    like = fresh
+    if read_checkpoint_meta(path).get("phase") == "lbfgs":
+        like = TrainState(fresh.params, lbfgs.init(fresh.params), fresh.key, fresh.points, fresh.step)
+    state, _, extra = load_checkpoint(path, like)
+    hist = extra.get("loss_history")
+    history = [hist] if hist is not None and hist.size else []
+    eval_steps = [int(s) for s in extra.get("eval_steps", [])]
+    eval_vals = [float(v) for v in extra.get("eval_rel_l2", [])]
+    return state, history, eval_steps, eval_vals
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, smoothing=0.3)

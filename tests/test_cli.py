@@ -1,0 +1,150 @@
+"""Command line: outputs of `solve`, resume, `list`, `reference`, and one-line errors for bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import pdejax.problems as P
+from pdejax.cli import main
+
+FAST = ["--steps", "40", "--lbfgs-steps", "10", "--width", "8", "--depth", "2", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def _keep_x64():
+    yield
+    jax.config.update("jax_enable_x64", True)
+
+
+def _one_line_error(capsys, code, expected_code=2):
+    out = capsys.readouterr()
+    assert code == expected_code
+    lines = [ln for ln in out.err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("pdejax: error:"), out.err
+    assert "Traceback" not in out.err
+    return lines[0]
+
+
+def test_solve_writes_metrics_plots_checkpoint_and_resumes(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["solve", "poisson2d", "--param", "k=1", "--out", str(out), "--seed", "3", *FAST])
+    assert code == 0
+    m = json.loads((out / "metrics.json").read_text())
+    for key in ("problem", "method", "optimizer", "steps", "seed", "rel_l2", "wall_time_s", "params"):
+        assert key in m
+    assert m["problem"] == "poisson2d" and m["steps"] == 50 and m["seed"] == 3 and m["params"] == {"k": 1.0}
+    assert 0 < m["rel_l2"] < 2 and m["optimizer"] == "adam+lbfgs" and not m["x64"]
+    for name in ("solution.png", "loss.png", "checkpoint.npz", "run.json"):
+        assert (out / name).stat().st_size > 0
+    assert "rel_l2=" in capsys.readouterr().out
+    # resume and extend: continues from step 50, not from scratch
+    code = main(["solve", "poisson2d", "--resume", str(out), "--lbfgs-steps", "20", "--no-progress"])
+    assert code == 0
+    m2 = json.loads((out / "metrics.json").read_text())
+    assert m2["steps"] == 60 and m2["seed"] == 3
+    assert m2["rel_l2_history"]["step"][: len(m["rel_l2_history"]["step"])] == m["rel_l2_history"]["step"]
+
+
+def test_x64_and_vector_problem(tmp_path):
+    out = tmp_path / "k"
+    fast = [a for a in FAST if a not in ("--lbfgs-steps", "10")]
+    assert main(["solve", "kovasznay", "--x64", "--out", str(out), "--optimizer", "adam", *fast]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["x64"] and m["steps"] == 40 and set(m["rel_l2_components"]) == {"u", "v", "p"}
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in P.names():
+        assert name in out
+    assert "beta=10" in out and "adam+lbfgs" in out
+
+
+def test_reference_writes_npz(tmp_path):
+    f = tmp_path / "ref.npz"
+    assert main(["reference", "convection", "--param", "beta=5", "--out", str(f)]) == 0
+    d = np.load(f)
+    np.testing.assert_allclose(d["values"], np.sin(d["points"][:, 0] - 5 * d["points"][:, 1]), atol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["solve", "nosuch"], "unknown problem 'nosuch'; choose one of"),
+        (["solve", "burgers", "--method", "magic"], "unknown method 'magic'"),
+        (["solve", "burgers", "--param", "nu"], "malformed --param 'nu'"),
+        (["solve", "burgers", "--param", "nu=abc"], "must be of type float"),
+        (["solve", "burgers", "--param", "mu=1"], "unknown parameter"),
+        (["solve", "burgers", "--param", "nu=-1"], "nu must be"),
+        (["solve", "burgers", "--steps", "0"], "must be a positive integer"),
+        (["solve", "burgers", "--steps", "-5"], "must be a positive integer"),
+        (["solve", "burgers", "--steps", "many"], "expected a positive integer"),
+        (["solve", "burgers", "--optimizer", "sgd"], "unknown optimizer 'sgd'"),
+        (["solve", "burgers", "--optimizer", "adam", "--lbfgs-steps", "5"], "runs no L-BFGS"),
+        (["solve", "burgers", "--lr", "nan"], "finite number"),
+        (["solve", "burgers", "--resume", "/nonexistent/dir"], "no run.json"),
+        (["frobnicate"], "invalid choice"),
+        ([], "required"),
+    ],
+)
+def test_bad_input_gives_one_line(args, match, capsys, tmp_path):
+    if "--resume" not in args and args[:1] == ["solve"]:
+        args = args + ["--out", str(tmp_path / "o"), "--no-progress"]
+    line = _one_line_error(capsys, main(args))
+    assert match in line, line
+
+
+def test_unwritable_out_dir(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    line = _one_line_error(capsys, main(["solve", "burgers", "--out", str(blocker / "sub"), *FAST]))
+    assert "cannot write to output directory" in line
+
+
+def test_nan_during_training_stops_and_keeps_checkpoint(capsys, tmp_path):
+    import jax.numpy as jnp
+
+    P.register(
+        "diverging_test",
+        lambda scale=1.0: P.Problem(
+            name="diverging_test",
+            domain=P.Interval(0.0, 1.0),
+            terms={"blowup": P.Term(lambda u, x: jnp.sqrt(scale - u(x)), n_points=16)},
+        ),
+    )
+    out = tmp_path / "nan"
+    code = main(
+        [
+            "solve",
+            "diverging_test",
+            "--out",
+            str(out),
+            "--steps",
+            "3000",
+            "--lr",
+            "0.01",
+            "--width",
+            "8",
+            "--depth",
+            "2",
+            "--no-progress",
+            "--optimizer",
+            "adam",
+        ]
+    )
+    line = _one_line_error(capsys, code, expected_code=1)
+    assert "NaN/Inf" in line and "last finite checkpoint kept" in line
+    assert (out / "checkpoint.npz").exists() and not (out / "metrics.json").exists()
+
+
+def test_console_script_has_no_traceback(tmp_path):
+    exe = os.path.join(os.path.dirname(sys.executable), "pdejax")
+    cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "pdejax.cli"]
+    r = subprocess.run(cmd + ["solve", "burgers", "--steps", "0"], capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
