@@ -4,7 +4,7 @@ from ._field import CONSTRAINTS, Field, make_field, predict
 from ._models import ACTIVATIONS, MLP, MODELS, Dense, FourierFeatureMLP, ModifiedMLP, get_activation
 from ._presets import GENERIC, PRESETS, preset
 from ._solve import OPTIMIZERS, Solution, settings_for, solve
-from ._trainer import TrainConfig, TrainingDiverged, TrainResult, TrainState, relative_l2, train
+from ._trainer import TrainConfig, Trainer, TrainingDiverged, TrainResult, TrainState, relative_l2, train
 
 __all__ = [
     "ACTIVATIONS",
@@ -25,6 +25,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainState",
+    "Trainer",
     "TrainingDiverged",
     "get_activation",
     "make_field",

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, PyTree
+from jaxtyping import Array, Float, PyTree
 
 from .._io import CHECKPOINT_NAME, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from ..problems import SAMPLING_METHODS, Problem, sample
@@ -151,6 +151,74 @@ def _lbfgs() -> optax.GradientTransformation:
     return optax.lbfgs(memory_size=50, linesearch=optax.scale_by_zoom_linesearch(max_linesearch_steps=25))
 
 
+class Trainer:
+    """The compiled training programs for one problem, field and configuration.
+
+    ``init_state()`` gives the initial :class:`TrainState`; ``step(state, n)`` runs ``n`` steps of the
+    current phase (first-phase optimizer while ``state.step < config.steps``, then L-BFGS) in one jitted
+    ``lax.scan`` and returns ``(state, loss_rows)`` with ``loss_rows`` of shape ``(n, m)``; ``field(state)``
+    rebuilds the field. :func:`train` drives this loop; use it directly for custom loops or timing.
+    """
+
+    def __init__(
+        self,
+        problem: Problem,
+        field: eqx.Module,
+        config: TrainConfig = TrainConfig(),
+        optimizer: optax.GradientTransformation | None = None,
+    ):
+        self.problem, self.config = problem, config
+        self.weights = jnp.asarray(_weights(problem, config.weights), jnp.zeros(()).dtype)
+        self.params, self.static = eqx.partition(field, eqx.is_inexact_array)
+        self.first = optimizer if optimizer is not None else _adam(config)
+        self.lbfgs = _lbfgs()
+        static = self.static
+
+        def losses(p, points):
+            return problem.losses(eqx.combine(p, static), points)
+
+        def draw(key, p):
+            return _draw(problem, config, key, eqx.combine(p, static))
+
+        self._first_chunk = jax.jit(_adam_scan(losses, self.weights, self.first, draw, config), static_argnums=1)
+        self._lbfgs_chunk = jax.jit(_lbfgs_scan(losses, self.weights, self.lbfgs), static_argnums=1)
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.steps + self.config.lbfgs_steps
+
+    def init_state(self) -> TrainState:
+        """Initial parameters and optimizer state, the sampling key and the first collocation points."""
+        key = jax.random.PRNGKey(self.config.seed)
+        key, sub = jax.random.split(key)
+        points = self.problem.sample(sub, self.config.sampler, self.config.n_points)
+        zero = jnp.zeros((), jnp.int32)
+        return TrainState(self.params, self.first.init(self.params), key, points, zero)
+
+    def lbfgs_state(self, state: TrainState) -> TrainState:
+        """``state`` with a fresh L-BFGS optimizer state (the switch between the two phases)."""
+        return TrainState(state.params, self.lbfgs.init(state.params), state.key, state.points, state.step)
+
+    def in_first_phase(self, state: TrainState) -> bool:
+        """Whether ``state.opt_state`` still belongs to the first-phase optimizer."""
+        return _is_first_phase(state, self.lbfgs)
+
+    def step(self, state: TrainState, n: int) -> tuple[TrainState, Float[Array, "n m"]]:
+        """Run ``n`` steps of the current phase; the phase must not change within them."""
+        step = int(state.step)
+        if step >= self.config.steps and self.in_first_phase(state):
+            state = self.lbfgs_state(state)
+        if step < self.config.steps:
+            if step + n > self.config.steps:
+                raise ValueError(f"{n} steps from step {step} cross the end of the first phase")
+            return self._first_chunk(state, n)
+        return self._lbfgs_chunk(state, n)
+
+    def field(self, state: TrainState) -> eqx.Module:
+        """The field with the parameters of ``state``."""
+        return eqx.combine(state.params, self.static)
+
+
 def train(
     problem: Problem,
     field: eqx.Module,
@@ -166,8 +234,9 @@ def train(
     """Train ``field`` to minimise the weighted sum of ``problem``'s loss terms.
 
     Adam (or ``optimizer``, any optax transformation) runs for ``config.steps`` steps, then L-BFGS for
-    ``config.lbfgs_steps``. Steps run in jitted ``lax.scan`` chunks; between chunks the progress bar is
-    updated, the loss is checked for NaN/Inf, rel. L2 is evaluated and checkpoints are written.
+    ``config.lbfgs_steps``. Steps run in jitted ``lax.scan`` chunks (:class:`Trainer`); between chunks the
+    progress bar is updated, the loss is checked for NaN/Inf, rel. L2 is evaluated and checkpoints are
+    written.
 
     Args:
         problem: the problem whose loss terms are minimised (from :func:`make_field`).
@@ -178,7 +247,7 @@ def train(
         resume: continue from the checkpoint in ``out_dir`` if there is one.
         progress: show a tqdm progress bar.
         reference: ``(points (n, d), values)`` to measure rel. L2 on (default: the problem's eval grid
-            and reference, if it has one).
+            and reference, if it has one; ``False``: no evaluation).
         on_chunk: called as ``on_chunk(step, loss_rows)`` after every chunk.
 
     Returns:
@@ -186,52 +255,34 @@ def train(
         state when ``out_dir`` is given).
     """
     start = time.perf_counter()
-    weights = jnp.asarray(_weights(problem, config.weights), jnp.zeros(()).dtype)
+    trainer = Trainer(problem, field, config, optimizer)
     names = problem.term_names
-    params, static = eqx.partition(field, eqx.is_inexact_array)
-    first = optimizer if optimizer is not None else _adam(config)
-    lbfgs = _lbfgs()
+    weights = np.asarray(trainer.weights)
     ckpt = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
     if ckpt is not None:
         ckpt.parent.mkdir(parents=True, exist_ok=True)
     if reference is None and problem.reference_fn is not None:
         pts, _ = problem.eval_points()
         reference = (pts, problem.reference(pts))
+    elif reference is False:
+        reference = None
 
-    def fresh_state(opt) -> TrainState:
-        key = jax.random.PRNGKey(config.seed)
-        key, sub = jax.random.split(key)
-        points = problem.sample(sub, config.sampler, config.n_points)
-        return TrainState(params, opt.init(params), key, points, jnp.zeros((), jnp.int32))
-
-    state = fresh_state(first)
+    state = trainer.init_state()
     history: list[np.ndarray] = []
     eval_steps: list[int] = []
     eval_vals: list[float] = []
     if resume and ckpt is not None and ckpt.exists():
-        state, history, eval_steps, eval_vals = _resume(ckpt, state, lbfgs, config)
+        state, history, eval_steps, eval_vals = _resume(ckpt, state, trainer.lbfgs, config)
 
-    def losses(p, points):
-        return problem.losses(eqx.combine(p, static), points)
-
-    def draw(key, p):
-        return _draw(problem, config, key, eqx.combine(p, static))
-
-    adam_chunk = jax.jit(_adam_scan(losses, weights, first, draw, config), static_argnums=1)
-    lbfgs_chunk = jax.jit(_lbfgs_scan(losses, weights, lbfgs), static_argnums=1)
-
-    total = config.steps + config.lbfgs_steps
+    total = trainer.total_steps
     bar = _progress(total, int(state.step), progress)
     last_saved = int(state.step)
     try:
         while int(state.step) < total:
             step = int(state.step)
-            if step == config.steps and _is_first_phase(state, lbfgs):
-                state = TrainState(state.params, lbfgs.init(state.params), state.key, state.points, state.step)
-            in_adam = step < config.steps
-            end = config.steps if in_adam else total
+            end = config.steps if step < config.steps else total
             n = min(config.chunk, end - step)
-            new_state, rows = (adam_chunk if in_adam else lbfgs_chunk)(state, n)
+            new_state, rows = trainer.step(state, n)
             rows = np.asarray(rows)
             bad_rows = ~np.all(np.isfinite(rows), axis=1)
             if bad_rows.any() or not _finite(new_state.params):
@@ -239,7 +290,7 @@ def train(
                 term = names[int(np.argmax(~np.isfinite(rows[bad])))] if bad_rows.any() else "parameters"
                 saved = None
                 if ckpt is not None:
-                    _save(ckpt, state, config, history, eval_steps, eval_vals, lbfgs)
+                    _save(ckpt, state, config, history, eval_steps, eval_vals, trainer.lbfgs)
                     saved = str(ckpt)
                 raise TrainingDiverged(step + bad, term, saved)
             state = new_state
@@ -247,11 +298,10 @@ def train(
             step = int(state.step)
             if on_chunk is not None:
                 on_chunk(step, rows)
-            msg = {"loss": f"{float(np.dot(np.asarray(weights), rows[-1])):.3e}"}
-            if reference is not None and (
-                step == total or (config.eval_every and step // config.eval_every > (step - n) // config.eval_every)
-            ):
-                err = relative_l2(predict(eqx.combine(state.params, static), reference[0]), reference[1])
+            msg = {"loss": f"{float(np.dot(weights, rows[-1])):.3e}"}
+            due = config.eval_every and step // config.eval_every > (step - n) // config.eval_every
+            if reference is not None and (step == total or due):
+                err = relative_l2(predict(trainer.field(state), reference[0]), reference[1])
                 eval_steps.append(step)
                 eval_vals.append(err)
             if eval_vals:
@@ -259,18 +309,16 @@ def train(
             if bar is not None:
                 bar.set_postfix(msg, refresh=False)
                 bar.update(n)
-            if ckpt is not None and (
-                step == total or (config.checkpoint_every and step - last_saved >= config.checkpoint_every)
-            ):
-                _save(ckpt, state, config, history, eval_steps, eval_vals, lbfgs)
+            due = config.checkpoint_every and step - last_saved >= config.checkpoint_every
+            if ckpt is not None and (step == total or due):
+                _save(ckpt, state, config, history, eval_steps, eval_vals, trainer.lbfgs)
                 last_saved = step
     finally:
         if bar is not None:
             bar.close()
-    trained = eqx.combine(state.params, static)
     hist = np.concatenate(history, axis=0) if history else np.zeros((0, len(names)))
     return TrainResult(
-        field=trained,
+        field=trainer.field(state),
         loss_history=hist,
         term_names=names,
         eval_steps=eval_steps,

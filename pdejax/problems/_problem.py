@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -95,6 +96,14 @@ def periodic_term(axis: int, hi: float, derivatives: int = 0, n_points: int = 25
         return jnp.stack([jnp.ravel(d) for d in diffs])
 
     return Term(residual, f"face:{axis}:lo", n_points, weight, kind="periodic", axis=axis)
+
+
+def _cpu_groups(n: int) -> int:
+    """How many independent groups to evaluate ``n`` residual points in: one per CPU core (at most 8) on
+    the CPU backend for large enough sets, else one (accelerators parallelise a single batch)."""
+    if n < 1024 or jax.default_backend() != "cpu":
+        return 1
+    return max(1, min(os.cpu_count() or 1, 8, n // 512))
 
 
 class Problem(eqx.Module):
@@ -209,11 +218,16 @@ class Problem(eqx.Module):
     def term_residuals(self, u: Callable, name: str, points: Float[Array, "n d"]) -> Float[Array, "n k"]:
         """Residuals of term ``name`` at each point, flattened per point: shape ``(n, k)``."""
         term = self.terms[name]
-        if term.kind == "data":
-            values = jnp.asarray(term.values, points.dtype)
-            r = jax.vmap(lambda x, v: prefetch(term.residual, u, x, v))(points, values)
+        args = (points,) if term.kind != "data" else (points, jnp.asarray(term.values, points.dtype))
+        fn = jax.vmap(lambda x, *v: prefetch(term.residual, u, x, *v))
+        groups = _cpu_groups(points.shape[0])
+        if groups > 1:
+            # XLA runs each small matmul of a vmapped residual on one thread; independent groups of
+            # points are separate sub-programs that the CPU runtime executes concurrently.
+            parts = zip(*(jnp.array_split(a, groups) for a in args))
+            r = jnp.concatenate([fn(*part) for part in parts])
         else:
-            r = jax.vmap(lambda x: prefetch(term.residual, u, x))(points)
+            r = fn(*args)
         return r.reshape(r.shape[0], -1)
 
     def losses(self, u: Callable, points: Mapping[str, Float[Array, "n d"]]) -> Float[Array, " m"]:
