@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lr", type=_positive_float, default=None, help="Adam learning rate")
     s.add_argument("--sampler", choices=("uniform", "sobol", "lhs"), default=None)
     s.add_argument("--resample-every", type=_nonneg_int, default=None)
+    s.add_argument(
+        "--adaptive",
+        choices=("none", "rad"),
+        default=None,
+        help="residual-based adaptive resampling of PDE points (with --resample-every)",
+    )
     s.add_argument("--x64", action="store_true", help="train in float64")
     s.add_argument("--out", default=None, help="output directory (default: runs/PROBLEM-METHOD)")
     s.add_argument("--resume", default=None, metavar="DIR", help="continue the run whose checkpoint is in DIR")
@@ -176,6 +182,7 @@ _SETTING_FLAGS = {
     "lr": "learning_rate",
     "sampler": "sampler",
     "resample_every": "resample_every",
+    "adaptive": "adaptive",
     "seed": "seed",
 }
 

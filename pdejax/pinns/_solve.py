@@ -87,11 +87,13 @@ def solve(
     config = TrainConfig(
         steps=int(s["steps"]),
         lbfgs_steps=int(s["lbfgs_steps"]),
+        lbfgs_resample_every=int(s.get("lbfgs_resample_every", 0)),
         learning_rate=float(s["learning_rate"]),
         decay_rate=float(s["decay_rate"]),
         decay_steps=int(s["decay_steps"]),
         sampler=s["sampler"],
         resample_every=int(s["resample_every"]),
+        adaptive=s.get("adaptive", "none"),
         n_points=s["n_points"],
         seed=int(s["seed"]),
         eval_every=max(1, (int(s["steps"]) + int(s["lbfgs_steps"])) // 10),

@@ -38,7 +38,9 @@ class TrainConfig(eqx.Module):
         steps: first-order (Adam) steps.
         learning_rate: initial Adam learning rate.
         decay_rate, decay_steps: exponential decay ``lr * decay_rate ** (step / decay_steps)``.
-        lbfgs_steps: L-BFGS iterations after Adam (each with a zoom line search), on fixed points.
+        lbfgs_steps: L-BFGS iterations after Adam (each with a zoom line search).
+        lbfgs_resample_every: draw fresh points (``sampler``/``adaptive`` as in the first phase) and restart
+            the L-BFGS memory every this many iterations, from the first one (0: keep the last points).
         chunk: steps per jitted ``lax.scan`` call (progress, evaluation and NaN checks happen between).
         sampler: 'uniform', 'sobol' or 'lhs'.
         resample_every: draw fresh collocation points every this many Adam steps (0: never).
@@ -58,6 +60,7 @@ class TrainConfig(eqx.Module):
     decay_rate: float = 0.9
     decay_steps: int = 1000
     lbfgs_steps: int = 0
+    lbfgs_resample_every: int = 0
     chunk: int = 250
     sampler: str = "uniform"
     resample_every: int = 0
@@ -72,7 +75,8 @@ class TrainConfig(eqx.Module):
     seed: int = 0
 
     def __check_init__(self):
-        for name in ("steps", "lbfgs_steps", "resample_every", "eval_every", "checkpoint_every"):
+        names = ("steps", "lbfgs_steps", "lbfgs_resample_every", "resample_every", "eval_every", "checkpoint_every")
+        for name in names:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.steps + self.lbfgs_steps <= 0:
@@ -181,7 +185,7 @@ class Trainer:
             return _draw(problem, config, key, eqx.combine(p, static))
 
         self._first_chunk = jax.jit(_adam_scan(losses, self.weights, self.first, draw, config), static_argnums=1)
-        self._lbfgs_chunk = jax.jit(_lbfgs_scan(losses, self.weights, self.lbfgs), static_argnums=1)
+        self._lbfgs_chunk = jax.jit(_lbfgs_scan(losses, self.weights, self.lbfgs, draw, config), static_argnums=1)
 
     @property
     def total_steps(self) -> int:
@@ -380,19 +384,31 @@ def _adam_scan(losses, weights, opt, draw, config: TrainConfig):
     return run
 
 
-def _lbfgs_scan(losses, weights, opt):
+def _lbfgs_scan(losses, weights, opt, draw, config: TrainConfig):
+    every, start = config.lbfgs_resample_every, config.steps
+
     def run(state: TrainState, n: int):
-        def total(p):
-            return jnp.dot(weights, losses(p, state.points))
-
-        value_and_grad = optax.value_and_grad_from_state(total)
-
         def body(st: TrainState, _):
-            vec = losses(st.params, st.points)
-            value, g = value_and_grad(st.params, state=st.opt_state)
-            updates, opt_state = opt.update(g, st.opt_state, st.params, value=value, grad=g, value_fn=total)
+            key, points, opt_state = st.key, st.points, st.opt_state
+            if every:
+                # fresh points (and a fresh L-BFGS memory, since the objective changes) every `every`
+                # iterations, starting with the switch from the first phase
+                key, sub = jax.random.split(key)
+                points, opt_state = jax.lax.cond(
+                    (st.step - start) % every == 0,
+                    lambda k: (draw(k, st.params), opt.init(st.params)),
+                    lambda k: (st.points, st.opt_state),
+                    sub,
+                )
+
+            def total(p):
+                return jnp.dot(weights, losses(p, points))
+
+            vec = losses(st.params, points)
+            value, g = optax.value_and_grad_from_state(total)(st.params, state=opt_state)
+            updates, opt_state = opt.update(g, opt_state, st.params, value=value, grad=g, value_fn=total)
             params = optax.apply_updates(st.params, updates)
-            return TrainState(params, opt_state, st.key, st.points, st.step + 1), vec
+            return TrainState(params, opt_state, key, points, st.step + 1), vec
 
         return jax.lax.scan(body, state, None, length=n)
 

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..solvers._spectral import ETDRK4, solve_at_times, wavenumbers
+from ..solvers._spectral import ETDRK, PeriodicGrid, solve_at_times
 from ._cache import cached
 
 _VERSION = 1
@@ -45,14 +45,14 @@ class PeriodicSpectral1D:
         self.start = None if start is None else (int(start[0]), float(start[1]))
 
     def _fns(self, n: int):
-        k = np.asarray(2 * np.pi * np.fft.rfftfreq(n, d=self.length / n))
-        lin = jnp.asarray(self.symbol(k), jnp.float64)
+        grid = PeriodicGrid(n, self.length, self.lo)
+        lin = jnp.asarray(self.symbol(grid.wavenumbers()[0]), jnp.float64)
 
         def nhat(v):
             u = jnp.fft.irfft(v, 2 * n, norm="forward")
             return jnp.fft.rfft(self.nonlinear(u), norm="forward")[: n // 2 + 1]
 
-        return lin, nhat
+        return grid, lin, nhat
 
     def _initial(self, n: int) -> np.ndarray:
         # Sample u0 on a finer grid and keep the first modes, so that aliasing of an initial condition
@@ -65,10 +65,10 @@ class PeriodicSpectral1D:
 
     def _integrate(self, n: int, v0: np.ndarray, times: np.ndarray, t0: float) -> np.ndarray:
         with jax.enable_x64(True):
-            lin, nhat = self._fns(n)
+            grid, lin, nhat = self._fns(n)
 
             def make(dt):
-                return _Drop(ETDRK4(lin, nhat, dt))
+                return _Drop(ETDRK(grid, lin, nhat, dt, order=4).spectral)
 
             c = solve_at_times(make, jnp.asarray(v0, jnp.complex128), times, self.dt, t0)
             return np.asarray(c)
@@ -99,7 +99,7 @@ class PeriodicSpectral1D:
     def time_derivative(self, c: np.ndarray) -> np.ndarray:
         """Coefficients of ``u_t = L u + N(u)`` given coefficients ``c`` (rows)."""
         with jax.enable_x64(True):
-            lin, nhat = self._fns(self.n)
+            _, lin, nhat = self._fns(self.n)
             out = jax.vmap(lambda v: lin * v + nhat(v))(jnp.asarray(c, jnp.complex128))
             return np.asarray(out)
 
@@ -157,6 +157,3 @@ class _Drop:
 
     def __call__(self, v):
         return self.stepper(v).at[-1].set(0.0)
-
-
-__all__ = ["PeriodicSpectral1D", "wavenumbers"]

@@ -1,5 +1,14 @@
-"""Classical differentiable PDE solvers: pseudo-spectral ETDRK4 on periodic grids (more to come)."""
+"""Classical differentiable PDE solvers: pseudo-spectral ETDRK on periodic grids (more in progress)."""
 
-from ._spectral import ETDRK4, etdrk4_coefficients, solve_at_times, wavenumbers
+from ._spectral import ETDRK, ORDERS, PeriodicGrid, etdrk4_coefficients, repeat, rollout, solve_at_times, wavenumbers
 
-__all__ = ["ETDRK4", "etdrk4_coefficients", "solve_at_times", "wavenumbers"]
+__all__ = [
+    "ETDRK",
+    "ORDERS",
+    "PeriodicGrid",
+    "etdrk4_coefficients",
+    "repeat",
+    "rollout",
+    "solve_at_times",
+    "wavenumbers",
+]

@@ -1,4 +1,4 @@
-"""Pseudo-spectral exponential time differencing (ETDRK4, Cox–Matthews / Kassam–Trefethen) on periodic grids."""
+"""Pseudo-spectral exponential time differencing (ETDRK orders 1-4, Cox-Matthews/Kassam-Trefethen), periodic grids."""
 
 from __future__ import annotations
 
@@ -11,9 +11,100 @@ import numpy as np
 from jaxtyping import Array, Complex, Float
 
 
-def wavenumbers(n: int, length: float) -> Float[Array, " k"]:
-    """Angular wavenumbers of ``rfft`` on ``n`` points of a period ``length``: shape ``(n // 2 + 1,)``."""
-    return 2.0 * jnp.pi * jnp.fft.rfftfreq(n, d=length / n)
+class PeriodicGrid(eqx.Module):
+    """A uniform periodic grid: ``n[i]`` points on ``[lo[i], lo[i] + length[i])`` (right end excluded).
+
+    Fields live in physical space as real arrays of shape ``n`` and in Fourier space as ``rfftn``
+    arrays of shape ``n[:-1] + (n[-1] // 2 + 1,)`` (forward normalisation: coefficients of
+    ``exp(i k . (x - lo))``).
+    """
+
+    n: tuple[int, ...] = eqx.field(static=True)
+    length: tuple[float, ...] = eqx.field(static=True)
+    lo: tuple[float, ...] = eqx.field(static=True)
+
+    def __init__(self, n, length, lo=None):
+        n = (int(n),) if np.isscalar(n) else tuple(int(v) for v in n)
+        length = (float(length),) * len(n) if np.isscalar(length) else tuple(float(v) for v in length)
+        if len(n) not in (1, 2, 3) or len(length) != len(n):
+            raise ValueError(f"grid needs 1-3 axes with one length each, got n={n}, length={length}")
+        for n_i, l_i in zip(n, length):
+            if n_i < 4 or n_i % 2:
+                raise ValueError(f"grid sizes must be even and >= 4, got {n}")
+            if not (np.isfinite(l_i) and l_i > 0):
+                raise ValueError(f"grid lengths must be finite and > 0, got {length}")
+        self.n, self.length = n, length
+        self.lo = (0.0,) * len(n) if lo is None else tuple(float(v) for v in np.broadcast_to(lo, (len(n),)))
+
+    @property
+    def ndim(self) -> int:
+        return len(self.n)
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        return tuple(l_i / n_i for l_i, n_i in zip(self.length, self.n))
+
+    @property
+    def spectral_shape(self) -> tuple[int, ...]:
+        return self.n[:-1] + (self.n[-1] // 2 + 1,)
+
+    def axes(self) -> tuple[np.ndarray, ...]:
+        """Coordinates along each axis (NumPy float64), right end excluded."""
+        return tuple(lo + h * np.arange(n) for lo, h, n in zip(self.lo, self.spacing, self.n))
+
+    def coordinates(self) -> tuple[np.ndarray, ...]:
+        """Coordinate arrays of shape ``n`` (``indexing='ij'``)."""
+        return tuple(np.meshgrid(*self.axes(), indexing="ij"))
+
+    def wavenumbers(self) -> tuple[Float[np.ndarray, "..."], ...]:
+        """Angular wavenumbers per axis, each broadcastable to :attr:`spectral_shape` (float64 NumPy)."""
+        out = []
+        for i, (n_i, l_i) in enumerate(zip(self.n, self.length)):
+            if i == self.ndim - 1:
+                k = 2 * np.pi * np.fft.rfftfreq(n_i, d=l_i / n_i)
+            else:
+                k = 2 * np.pi * np.fft.fftfreq(n_i, d=l_i / n_i)
+            shape = [1] * self.ndim
+            shape[i] = k.size
+            out.append(k.reshape(shape))
+        return tuple(out)
+
+    def k_squared(self) -> Float[np.ndarray, "..."]:
+        """``|k|^2`` on the spectral grid (the symbol of ``-Laplacian``)."""
+        return sum(k**2 for k in self.wavenumbers())
+
+    def dealias_mask(self, fraction: float = 2 / 3) -> np.ndarray:
+        """Keep modes with ``|k_i| <= fraction * k_max,i`` on every axis (Orszag's 2/3 rule by default)."""
+        mask = np.ones(self.spectral_shape, bool)
+        for k, n_i, l_i in zip(self.wavenumbers(), self.n, self.length):
+            kmax = np.pi * n_i / l_i
+            mask &= np.abs(k) <= fraction * kmax + 1e-12
+        return mask
+
+    def fft(self, u: Float[Array, "..."]) -> Complex[Array, "..."]:
+        """Physical values (shape ``n``, optionally with leading batch axes) to Fourier coefficients."""
+        return jnp.fft.rfftn(u, axes=tuple(range(-self.ndim, 0)), norm="forward")
+
+    def ifft(self, v: Complex[Array, "..."]) -> Float[Array, "..."]:
+        """Fourier coefficients back to physical values on the grid."""
+        return jnp.fft.irfftn(v, s=self.n, axes=tuple(range(-self.ndim, 0)), norm="forward")
+
+    def check_field(self, u) -> None:
+        """Raise ``ValueError`` unless ``u``'s trailing shape is the grid's."""
+        if tuple(np.shape(u)[-self.ndim :]) != tuple(self.n):
+            raise ValueError(f"field of shape {np.shape(u)} does not match the grid {self.n}")
+
+
+def _phi(z: Complex[Array, "..."], contour_points: int = 64):
+    """``phi_1, phi_2, phi_3`` at ``z`` (``phi_k(z) = sum_j z^j / (j + k)!``) by the Kassam–Trefethen contour
+    mean over a unit circle around each ``z``, which avoids cancellation for small ``|z|``."""
+    r = jnp.exp(2j * jnp.pi * (jnp.arange(contour_points) + 0.5) / contour_points)
+    w = z[..., None] + r
+    ew = jnp.exp(w)
+    phi1 = jnp.mean((ew - 1) / w, axis=-1)
+    phi2 = jnp.mean((ew - 1 - w) / w**2, axis=-1)
+    phi3 = jnp.mean((ew - 1 - w - w**2 / 2) / w**3, axis=-1)
+    return phi1, phi2, phi3
 
 
 def etdrk4_coefficients(
@@ -21,64 +112,141 @@ def etdrk4_coefficients(
 ) -> tuple[Complex[Array, " *k"], ...]:
     """ETDRK4 coefficients ``(E, E2, Q, f1, f2, f3)`` for the diagonal linear operator ``linear``.
 
-    The phi-functions are evaluated as means over a circle of radius 1 around each ``dt * L``
-    (Kassam & Trefethen 2005, SIAM J. Sci. Comput. 26, eq. 2.5), which avoids the cancellation of the
-    closed forms for small ``|dt L|``. The full circle is used so complex ``L`` (advection) is exact too.
-
-    Args:
-        linear: Fourier symbol of the linear part, any shape.
-        dt: time step.
-        contour_points: quadrature points on the circle.
+    ``E = e^{hL}``, ``E2 = e^{hL/2}``, ``Q = (h/2) phi1(hL/2)``, ``f1 = h(phi1 - 3 phi2 + 4 phi3)``,
+    ``f2 = h(phi2 - 2 phi3)``, ``f3 = h(4 phi3 - phi2)`` at ``hL`` (Cox & Matthews, J. Comput. Phys. 176,
+    2002), phi-functions by contour integrals (Kassam & Trefethen, SIAM J. Sci. Comput. 26, 2005).
+    Real ``linear`` gives real coefficients.
     """
-    lin = jnp.asarray(linear) * dt
-    r = jnp.exp(2j * jnp.pi * (jnp.arange(contour_points) + 0.5) / contour_points)
-    z = lin[..., None] + r
-    ez = jnp.exp(z)
+    lin = jnp.asarray(linear)
+    z = lin * dt
+    p1, p2, p3 = _phi(z.astype(jnp.complex128 if z.dtype == jnp.float64 else jnp.complex64), contour_points)
+    h1, _, _ = _phi((z / 2).astype(p1.dtype), contour_points)
+    out = (
+        jnp.exp(z),
+        jnp.exp(z / 2),
+        dt / 2 * h1,
+        dt * (p1 - 3 * p2 + 4 * p3),
+        dt * (p2 - 2 * p3),
+        dt * (4 * p3 - p2),
+    )
+    if not jnp.iscomplexobj(lin):
+        out = tuple(jnp.real(c) if jnp.iscomplexobj(c) else c for c in out)
+    return out
 
-    def mean(x):
-        out = jnp.mean(x, axis=-1)
-        return out if jnp.iscomplexobj(linear) else out.real
 
-    q = dt * mean((jnp.exp(z / 2) - 1) / z)
-    f1 = dt * mean((-4 - z + ez * (4 - 3 * z + z**2)) / z**3)
-    f2 = dt * mean((2 + z + ez * (-2 + z)) / z**3)
-    f3 = dt * mean((-4 - 3 * z - z**2 + ez * (4 - z)) / z**3)
-    return jnp.exp(lin), jnp.exp(lin / 2), q, f1, f2, f3
+ORDERS = (1, 2, 3, 4)
 
 
-class ETDRK4(eqx.Module):
-    """One ETDRK4 step of ``v_t = L v + N(v)`` in Fourier space: ``v_next = stepper(v)``.
+class ETDRK(eqx.Module):
+    """Exponential time-differencing Runge–Kutta step for ``v_t = L v + N(v)`` (Fourier space, ``L`` diagonal).
+
+    ``stepper(u)`` advances physical values ``u`` (shape ``grid.n``) by ``dt``; ``stepper.spectral(v)``
+    advances Fourier coefficients. Orders (Cox & Matthews 2002): 1 exponential Euler
+    ``v+ = E v + h phi1 N(v)``; 2 ``a = E v + h phi1 N(v)``, ``v+ = a + h phi2 (N(a) - N(v))``; 3 the ETD3RK
+    scheme; 4 ETDRK4. A purely linear problem (``nonlinear=None``) is stepped exactly, ``v+ = E v``.
 
     Attributes:
-        linear: Fourier symbol ``L`` (shape of the spectral state).
-        nonlinear: ``v_hat -> N_hat`` (works on spectral arrays; dealias inside if needed).
-        dt: time step.
+        grid: the periodic grid.
+        linear: Fourier symbol ``L`` (shape ``grid.spectral_shape``).
+        nonlinear: ``v_hat -> N_hat`` or ``None``.
+        dt: time step; order: 1-4.
     """
 
-    linear: Complex[Array, " *k"]
-    nonlinear: Callable = eqx.field(static=True)
-    dt: float
+    grid: PeriodicGrid
+    linear: Array
+    nonlinear: Callable | None = eqx.field(static=True)
+    dt: float = eqx.field(static=True)
+    order: int = eqx.field(static=True)
     coeffs: tuple
 
-    def __init__(self, linear: Complex[Array, " *k"], nonlinear: Callable, dt: float):
-        if not dt > 0:
-            raise ValueError(f"dt must be > 0, got {dt}")
-        self.linear = jnp.asarray(linear)
-        self.nonlinear = nonlinear
-        self.dt = dt
-        self.coeffs = etdrk4_coefficients(self.linear, dt)
+    def __init__(self, grid: PeriodicGrid, linear, nonlinear: Callable | None, dt: float, order: int = 4):
+        if not (np.isfinite(dt) and dt > 0):
+            raise ValueError(f"dt must be a finite number > 0, got {dt}")
+        if order not in ORDERS:
+            raise ValueError(f"ETDRK order must be one of {ORDERS}, got {order}")
+        linear = jnp.asarray(linear)
+        if linear.shape != grid.spectral_shape:
+            raise ValueError(f"linear symbol of shape {linear.shape} does not match the grid {grid.spectral_shape}")
+        self.grid, self.linear, self.nonlinear, self.dt, self.order = grid, linear, nonlinear, float(dt), order
+        z = linear * dt
+        if nonlinear is None:
+            self.coeffs = (jnp.exp(z),)
+        elif order == 4:
+            self.coeffs = etdrk4_coefficients(linear, dt)
+        else:
+            ctype = jnp.complex128 if z.real.dtype == jnp.float64 else jnp.complex64
+            p1, p2, p3 = _phi(z.astype(ctype))
+            if order == 3:
+                h1, _, _ = _phi((z / 2).astype(ctype))
+                coeffs = (
+                    jnp.exp(z),
+                    jnp.exp(z / 2),
+                    dt / 2 * h1,
+                    dt * p1,
+                    dt * (p1 - 3 * p2 + 4 * p3),
+                    dt * 4 * (p2 - 2 * p3),
+                    dt * (4 * p3 - p2),
+                )
+            else:
+                coeffs = (jnp.exp(z), dt * p1, dt * p2)
+            if not jnp.iscomplexobj(linear):
+                coeffs = tuple(jnp.real(c) if jnp.iscomplexobj(c) else c for c in coeffs)
+            self.coeffs = coeffs
 
-    def __call__(self, v: Complex[Array, " *k"]) -> Complex[Array, " *k"]:
-        e, e2, q, f1, f2, f3 = self.coeffs
-        n = self.nonlinear
+    def spectral(self, v: Complex[Array, " *k"]) -> Complex[Array, " *k"]:
+        """One step in Fourier space."""
+        n, c = self.nonlinear, self.coeffs
+        if n is None:
+            return c[0] * v
+        if self.order == 1:
+            e, p1, _ = c
+            return e * v + p1 * n(v)
+        if self.order == 2:
+            e, p1, p2 = c
+            nv = n(v)
+            a = e * v + p1 * nv
+            return a + p2 * (n(a) - nv)
+        if self.order == 3:
+            e, e2, q, p1, f1, f2, f3 = c
+            nv = n(v)
+            a = e2 * v + q * nv
+            na = n(a)
+            b = e * v + p1 * (2 * na - nv)
+            return e * v + f1 * nv + f2 * na + f3 * n(b)
+        e, e2, q, f1, f2, f3 = c
         nv = n(v)
         a = e2 * v + q * nv
         na = n(a)
         b = e2 * v + q * na
         nb = n(b)
-        c = e2 * a + q * (2 * nb - nv)
-        nc = n(c)
-        return e * v + f1 * nv + 2 * f2 * (na + nb) + f3 * nc
+        cc = e2 * a + q * (2 * nb - nv)
+        return e * v + f1 * nv + 2 * f2 * (na + nb) + f3 * n(cc)
+
+    def __call__(self, u: Float[Array, " *n"]) -> Float[Array, " *n"]:
+        """One step in physical space: ``u(t) -> u(t + dt)`` (shape ``grid.n``)."""
+        return self.grid.ifft(self.spectral(self.grid.fft(u)))
+
+
+def rollout(stepper: Callable, n: int, *, include_init: bool = False) -> Callable:
+    """``rollout(stepper, n)(u0)``: the trajectory of ``n`` steps, shape ``(n, *u0.shape)`` (or ``n + 1``
+    with the initial state first). One ``lax.scan``; differentiable and vmappable over ``u0``."""
+    if n < 0:
+        raise ValueError(f"number of steps must be >= 0, got {n}")
+
+    def run(u0):
+        def body(u, _):
+            u1 = stepper(u)
+            return u1, u1
+
+        _, traj = jax.lax.scan(body, u0, None, length=n)
+        return jnp.concatenate([u0[None], traj]) if include_init else traj
+
+    return run
+
+
+def repeat(stepper: Callable, n: int) -> Callable:
+    """``repeat(stepper, n)(u0)``: the state after ``n`` steps (no trajectory kept)."""
+    return lambda u0: jax.lax.fori_loop(0, n, lambda _, u: stepper(u), u0)
 
 
 def solve_at_times(
@@ -88,14 +256,14 @@ def solve_at_times(
     dt_max: float,
     t0: float = 0.0,
 ) -> Complex[Array, "m *k"]:  # noqa: F821
-    """Integrate from ``t0`` and return the spectral state at each of the sorted ``times``.
+    """Integrate from ``t0`` and return the state at each of the sorted ``times``.
 
     Each interval between consecutive output times is split into equal steps no longer than ``dt_max``,
     so every output time is hit exactly (no interpolation in time).
 
     Args:
         make_stepper: ``dt -> stepper`` with ``stepper(v) -> v_next``.
-        v0: spectral state at ``t0``.
+        v0: state at ``t0``.
         times: non-decreasing output times ``>= t0``.
         dt_max: largest step.
     """
@@ -112,9 +280,13 @@ def solve_at_times(
             nsub = int(np.ceil(gap / dt_max - 1e-9))
             key = (nsub, round(gap / nsub, 12))
             if key not in steppers:
-                stepper = make_stepper(gap / nsub)
-                steppers[key] = jax.jit(lambda v, s=stepper, m=nsub: jax.lax.fori_loop(0, m, lambda _, w: s(w), v))
+                steppers[key] = jax.jit(repeat(make_stepper(gap / nsub), nsub))
             v = steppers[key](v)
             t = float(tj)
         out.append(v)
     return jnp.stack(out) if out else jnp.zeros((0,) + v0.shape, v0.dtype)
+
+
+def wavenumbers(n: int, length: float) -> Float[Array, " k"]:
+    """Angular wavenumbers of ``rfft`` on ``n`` points of a period ``length``: shape ``(n // 2 + 1,)``."""
+    return 2.0 * jnp.pi * jnp.fft.rfftfreq(n, d=length / n)

@@ -1,0 +1,33 @@
+"""Paper-level accuracy targets (long; excluded from CI, run with `python -m pytest -m slow`)."""
+
+import jax
+import pytest
+
+import pdejax.problems as P
+from pdejax.pinns import settings_for, solve
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _float32():
+    # the defaults are float32 (as `pdejax solve burgers` runs them)
+    jax.config.update("jax_enable_x64", False)
+    yield
+    jax.config.update("jax_enable_x64", True)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_burgers_default_preset_reaches_1e_2(seed):
+    """`pdejax solve burgers` (modified MLP, RAD, Adam 8000 + L-BFGS 1500): ~2.5 min on 2 cores."""
+    pb = P.get("burgers")
+    sol = solve(pb, settings_for(pb, seed=seed), progress=False)
+    assert sol.result.rel_l2 <= 1e-2
+
+
+def test_burgers_long_setting_reaches_1e_3():
+    """The documented long setting (README): wider modified MLP, more points and steps."""
+    pb = P.get("burgers")
+    s = settings_for(pb, width=48, steps=15000, lbfgs_steps=2000, n_points={"pde": 4096})
+    sol = solve(pb, s, progress=False)
+    assert sol.result.rel_l2 <= 1e-3
