@@ -406,9 +406,14 @@ def _lbfgs_scan(losses, weights, opt, draw, config: TrainConfig):
 
             vec = losses(st.params, points)
             value, g = optax.value_and_grad_from_state(total)(st.params, state=opt_state)
-            updates, opt_state = opt.update(g, opt_state, st.params, value=value, grad=g, value_fn=total)
-            params = optax.apply_updates(st.params, updates)
-            return TrainState(params, opt_state, key, points, st.step + 1), vec
+            updates, new_state = opt.update(g, opt_state, st.params, value=value, grad=g, value_fn=total)
+            # In float32 the zoom line search can fail to find a decrease; optax's L-BFGS then repeats the
+            # same failed step forever (its curvature memory stays empty). Reject such a step and restart
+            # from a fresh state (a scaled gradient step) instead.
+            failed = optax.tree.get(new_state, "info").decrease_error > 0
+            params = jax.lax.cond(failed, lambda: st.params, lambda: optax.apply_updates(st.params, updates))
+            new_state = jax.lax.cond(failed, lambda: opt.init(st.params), lambda: new_state)
+            return TrainState(params, new_state, key, points, st.step + 1), vec
 
         return jax.lax.scan(body, state, None, length=n)
 

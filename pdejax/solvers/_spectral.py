@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import equinox as eqx
@@ -91,37 +92,88 @@ class PeriodicGrid(eqx.Module):
 
     def check_field(self, u) -> None:
         """Raise ``ValueError`` unless ``u``'s trailing shape is the grid's."""
-        if tuple(np.shape(u)[-self.ndim :]) != tuple(self.n):
-            raise ValueError(f"field of shape {np.shape(u)} does not match the grid {self.n}")
+        shape = tuple(np.shape(u)[-self.ndim :])
+        if shape != tuple(self.n):
+            hint = ""
+            if len(shape) == self.ndim and all(a == b + 1 for a, b in zip(shape, self.n)):
+                hint = " (one extra point per axis: periodic grids exclude the right end, drop the last sample)"
+            raise ValueError(f"field of shape {np.shape(u)} does not match the periodic grid {self.n}{hint}")
+
+    @classmethod
+    def from_coordinates(cls, *axes, length=None) -> PeriodicGrid:
+        """The periodic grid with the given 1D coordinate arrays (one per axis).
+
+        The points must be uniformly spaced and must not include the right end of the period: with
+        ``length`` given, the spacing must be ``length / n``; a last point that repeats the first (mod
+        the period) raises ``ValueError`` ("non-periodic grid").
+        """
+        ns, lengths, los = [], [], []
+        for i, x in enumerate(axes):
+            x = np.asarray(x, np.float64)
+            if x.ndim != 1 or x.size < 4:
+                raise ValueError(f"axis {i}: need a 1D array of >= 4 coordinates")
+            h = np.diff(x)
+            if not np.allclose(h, h[0], rtol=1e-9, atol=0) or h[0] <= 0:
+                raise ValueError(
+                    f"axis {i}: coordinates are not uniformly increasing; spectral solvers need a uniform grid"
+                )
+            period = x.size * h[0] if length is None else float(np.broadcast_to(length, (len(axes),))[i])
+            if not np.isclose(period, x.size * h[0], rtol=1e-9):
+                end = (
+                    "includes the right end of the period"
+                    if np.isclose(period, (x.size - 1) * h[0])
+                    else "does not fit"
+                )
+                raise ValueError(
+                    f"axis {i}: non-periodic grid: spacing {h[0]:g} x {x.size} points {end} "
+                    f"(period {period:g}); periodic grids have n points spaced period/n, right end excluded"
+                )
+            ns.append(x.size)
+            lengths.append(period)
+            los.append(x[0])
+        return cls(tuple(ns), tuple(lengths), tuple(los))
 
 
-def _phi(z: Complex[Array, "..."], contour_points: int = 64):
-    """``phi_1, phi_2, phi_3`` at ``z`` (``phi_k(z) = sum_j z^j / (j + k)!``) by the Kassam–Trefethen contour
-    mean over a unit circle around each ``z``, which avoids cancellation for small ``|z|``."""
-    r = jnp.exp(2j * jnp.pi * (jnp.arange(contour_points) + 0.5) / contour_points)
-    w = z[..., None] + r
-    ew = jnp.exp(w)
-    phi1 = jnp.mean((ew - 1) / w, axis=-1)
-    phi2 = jnp.mean((ew - 1 - w) / w**2, axis=-1)
-    phi3 = jnp.mean((ew - 1 - w - w**2 / 2) / w**3, axis=-1)
+def _phi(z: Complex[Array, "..."], terms: int = 24):
+    """``phi_1, phi_2, phi_3`` at ``z`` (``phi_k(z) = sum_j z^j / (j + k)!``), accurate for every ``z``.
+
+    Closed forms such as ``(e^z - 1 - z)/z^2`` cancel catastrophically for small ``|z|``; Kassam & Trefethen
+    (SIAM J. Sci. Comput. 26, 2005) average them over a circle around ``z``, but for imaginary symbols
+    (dispersion, advection) with ``|z|`` near the circle's radius some circle points fall near 0 and the
+    cancellation returns. Here ``|z| < 1`` uses the Taylor series (``terms`` terms: error below 1e-25)
+    and ``|z| >= 1`` the closed forms, which lose at most one digit there.
+    """
+    small = jnp.abs(z) < 1
+    zs = jnp.where(small, z, 0)
+    zl = jnp.where(small, 1, z)
+
+    # Taylor series by Horner's rule, one per phi_k
+    def series(k):
+        acc = jnp.zeros_like(z) + 1 / math.factorial(terms + k)
+        for j in range(terms - 1, -1, -1):
+            acc = acc * zs + 1 / math.factorial(j + k)
+        return acc
+
+    e = jnp.exp(zl)
+    phi1 = jnp.where(small, series(1), (e - 1) / zl)
+    phi2 = jnp.where(small, series(2), (e - 1 - zl) / zl**2)
+    phi3 = jnp.where(small, series(3), (e - 1 - zl - zl**2 / 2) / zl**3)
     return phi1, phi2, phi3
 
 
-def etdrk4_coefficients(
-    linear: Complex[Array, " *k"], dt: float, contour_points: int = 64
-) -> tuple[Complex[Array, " *k"], ...]:
+def etdrk4_coefficients(linear: Complex[Array, " *k"], dt: float) -> tuple[Complex[Array, " *k"], ...]:
     """ETDRK4 coefficients ``(E, E2, Q, f1, f2, f3)`` for the diagonal linear operator ``linear``.
 
     ``E = e^{hL}``, ``E2 = e^{hL/2}``, ``Q = (h/2) phi1(hL/2)``, ``f1 = h(phi1 - 3 phi2 + 4 phi3)``,
     ``f2 = h(phi2 - 2 phi3)``, ``f3 = h(4 phi3 - phi2)`` at ``hL`` (Cox & Matthews, J. Comput. Phys. 176,
-    2002), phi-functions by contour integrals (Kassam & Trefethen, SIAM J. Sci. Comput. 26, 2005).
+    2002), with the phi-functions of :func:`_phi` (series / closed forms, accurate for any ``hL``).
     Real ``linear`` gives real coefficients.
     """
     lin = jnp.asarray(linear)
     z = lin * dt
-    p1, p2, p3 = _phi(z.astype(jnp.complex128 if z.dtype == jnp.float64 else jnp.complex64), contour_points)
-    h1, _, _ = _phi((z / 2).astype(p1.dtype), contour_points)
-    out = (
+    p1, p2, p3 = _phi(z)
+    h1, _, _ = _phi(z / 2)
+    return (
         jnp.exp(z),
         jnp.exp(z / 2),
         dt / 2 * h1,
@@ -129,9 +181,6 @@ def etdrk4_coefficients(
         dt * (p2 - 2 * p3),
         dt * (4 * p3 - p2),
     )
-    if not jnp.iscomplexobj(lin):
-        out = tuple(jnp.real(c) if jnp.iscomplexobj(c) else c for c in out)
-    return out
 
 
 ORDERS = (1, 2, 3, 4)
@@ -174,10 +223,9 @@ class ETDRK(eqx.Module):
         elif order == 4:
             self.coeffs = etdrk4_coefficients(linear, dt)
         else:
-            ctype = jnp.complex128 if z.real.dtype == jnp.float64 else jnp.complex64
-            p1, p2, p3 = _phi(z.astype(ctype))
+            p1, p2, p3 = _phi(z)
             if order == 3:
-                h1, _, _ = _phi((z / 2).astype(ctype))
+                h1, _, _ = _phi(z / 2)
                 coeffs = (
                     jnp.exp(z),
                     jnp.exp(z / 2),
@@ -189,8 +237,6 @@ class ETDRK(eqx.Module):
                 )
             else:
                 coeffs = (jnp.exp(z), dt * p1, dt * p2)
-            if not jnp.iscomplexobj(linear):
-                coeffs = tuple(jnp.real(c) if jnp.iscomplexobj(c) else c for c in coeffs)
             self.coeffs = coeffs
 
     def spectral(self, v: Complex[Array, " *k"]) -> Complex[Array, " *k"]:
@@ -224,12 +270,17 @@ class ETDRK(eqx.Module):
 
     def __call__(self, u: Float[Array, " *n"]) -> Float[Array, " *n"]:
         """One step in physical space: ``u(t) -> u(t + dt)`` (shape ``grid.n``)."""
+        self.grid.check_field(u)
         return self.grid.ifft(self.spectral(self.grid.fft(u)))
 
 
-def rollout(stepper: Callable, n: int, *, include_init: bool = False) -> Callable:
+def rollout(stepper: Callable, n: int, *, include_init: bool = False, check: bool = True) -> Callable:
     """``rollout(stepper, n)(u0)``: the trajectory of ``n`` steps, shape ``(n, *u0.shape)`` (or ``n + 1``
-    with the initial state first). One ``lax.scan``; differentiable and vmappable over ``u0``."""
+    with the initial state first). One ``lax.scan``; differentiable and vmappable over ``u0``.
+
+    With ``check`` a trajectory that becomes NaN/Inf raises an error (``eqx.error_if``, also under jit)
+    naming the likely cause, a time step too large for the explicit treatment of the nonlinear term.
+    """
     if n < 0:
         raise ValueError(f"number of steps must be >= 0, got {n}")
 
@@ -239,14 +290,31 @@ def rollout(stepper: Callable, n: int, *, include_init: bool = False) -> Callabl
             return u1, u1
 
         _, traj = jax.lax.scan(body, u0, None, length=n)
+        if check:
+            traj = _check_finite(traj)
         return jnp.concatenate([u0[None], traj]) if include_init else traj
 
     return run
 
 
-def repeat(stepper: Callable, n: int) -> Callable:
-    """``repeat(stepper, n)(u0)``: the state after ``n`` steps (no trajectory kept)."""
-    return lambda u0: jax.lax.fori_loop(0, n, lambda _, u: stepper(u), u0)
+def _check_finite(x):
+    return eqx.error_if(
+        x,
+        ~jnp.all(jnp.isfinite(x)),
+        "the solution became NaN/Inf: the time step is too large for the explicitly treated (nonlinear) "
+        "terms on this grid; reduce dt (CFL: dt * max|u| / dx should stay below ~1)",
+    )
+
+
+def repeat(stepper: Callable, n: int, *, check: bool = False) -> Callable:
+    """``repeat(stepper, n)(u0)``: the state after ``n`` steps (no trajectory kept); ``check`` as in
+    :func:`rollout`."""
+
+    def run(u0):
+        u = jax.lax.fori_loop(0, n, lambda _, u: stepper(u), u0)
+        return _check_finite(u) if check else u
+
+    return run
 
 
 def solve_at_times(
