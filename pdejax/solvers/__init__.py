@@ -1,5 +1,9 @@
-"""Classical differentiable PDE solvers: pseudo-spectral ETDRK on periodic grids (more in progress)."""
+"""Classical differentiable PDE solvers: spectral ETDRK, method of lines, elliptic (lineax), nonlinear (optimistix)."""
 
+from ._elliptic import SOLVERS as LINEAR_SOLVERS
+from ._elliptic import DarcyOperator, darcy, poisson, poisson_periodic
+from ._mol import BC_KINDS, BoundaryCondition, FDGrid, MethodOfLines, dirichlet, neumann, robin, solve_mol
+from ._nonlinear import NONLINEAR_SOLVERS, SteadyStats, nonlinear_poisson, solve_steady
 from ._periodic_pdes import (
     advection,
     allen_cahn,
@@ -14,6 +18,23 @@ from ._random import gaussian_random_field, truncated_fourier_series
 from ._spectral import ETDRK, ORDERS, PeriodicGrid, etdrk4_coefficients, repeat, rollout, solve_at_times, wavenumbers
 
 __all__ = [
+    "NONLINEAR_SOLVERS",
+    "SteadyStats",
+    "nonlinear_poisson",
+    "solve_steady",
+    "LINEAR_SOLVERS",
+    "DarcyOperator",
+    "darcy",
+    "poisson",
+    "poisson_periodic",
+    "BC_KINDS",
+    "BoundaryCondition",
+    "FDGrid",
+    "MethodOfLines",
+    "dirichlet",
+    "neumann",
+    "robin",
+    "solve_mol",
     "ETDRK",
     "ORDERS",
     "PeriodicGrid",
