@@ -278,18 +278,26 @@ def rollout(stepper: Callable, n: int, *, include_init: bool = False, check: boo
     """``rollout(stepper, n)(u0)``: the trajectory of ``n`` steps, shape ``(n, *u0.shape)`` (or ``n + 1``
     with the initial state first). One ``lax.scan``; differentiable and vmappable over ``u0``.
 
-    With ``check`` a trajectory that becomes NaN/Inf raises an error (``eqx.error_if``, also under jit)
-    naming the likely cause, a time step too large for the explicit treatment of the nonlinear term.
+    An :class:`ETDRK` stepper is advanced in Fourier space (one forward FFT for the whole rollout, one
+    inverse FFT per saved state). With ``check`` a trajectory that becomes NaN/Inf raises an error
+    (``eqx.error_if``, also under jit) naming the likely cause, a time step too large for the explicit
+    treatment of the nonlinear term.
     """
     if n < 0:
         raise ValueError(f"number of steps must be >= 0, got {n}")
 
     def run(u0):
-        def body(u, _):
-            u1 = stepper(u)
-            return u1, u1
+        if isinstance(stepper, ETDRK):
+            stepper.grid.check_field(u0)
+            step, to_state, from_state = stepper.spectral, stepper.grid.fft, stepper.grid.ifft
+        else:
+            step, to_state, from_state = stepper, (lambda u: u), (lambda v: v)
 
-        _, traj = jax.lax.scan(body, u0, None, length=n)
+        def body(v, _):
+            v1 = step(v)
+            return v1, from_state(v1)
+
+        _, traj = jax.lax.scan(body, to_state(u0), None, length=n)
         if check:
             traj = _check_finite(traj)
         return jnp.concatenate([u0[None], traj]) if include_init else traj
@@ -307,11 +315,16 @@ def _check_finite(x):
 
 
 def repeat(stepper: Callable, n: int, *, check: bool = False) -> Callable:
-    """``repeat(stepper, n)(u0)``: the state after ``n`` steps (no trajectory kept); ``check`` as in
-    :func:`rollout`."""
+    """``repeat(stepper, n)(u0)``: the state after ``n`` steps (no trajectory kept; an :class:`ETDRK` stepper
+    stays in Fourier space throughout); ``check`` as in :func:`rollout`."""
 
     def run(u0):
-        u = jax.lax.fori_loop(0, n, lambda _, u: stepper(u), u0)
+        if isinstance(stepper, ETDRK):
+            stepper.grid.check_field(u0)
+            v = jax.lax.fori_loop(0, n, lambda _, v: stepper.spectral(v), stepper.grid.fft(u0))
+            u = stepper.grid.ifft(v)
+        else:
+            u = jax.lax.fori_loop(0, n, lambda _, u: stepper(u), u0)
         return _check_finite(u) if check else u
 
     return run
