@@ -2,7 +2,19 @@
 
 from ._elliptic import SOLVERS as LINEAR_SOLVERS
 from ._elliptic import DarcyOperator, darcy, poisson, poisson_periodic
-from ._mol import BC_KINDS, BoundaryCondition, FDGrid, MethodOfLines, dirichlet, neumann, robin, solve_mol
+from ._mol import (
+    BC_KINDS,
+    DIFFUSION_SORPTION,
+    BoundaryCondition,
+    FDGrid,
+    MethodOfLines,
+    diffusion_sorption,
+    dirichlet,
+    neumann,
+    retardation,
+    robin,
+    solve_mol,
+)
 from ._nonlinear import NONLINEAR_SOLVERS, SteadyStats, nonlinear_poisson, solve_steady
 from ._periodic_pdes import (
     advection,
@@ -28,6 +40,9 @@ __all__ = [
     "poisson",
     "poisson_periodic",
     "BC_KINDS",
+    "DIFFUSION_SORPTION",
+    "diffusion_sorption",
+    "retardation",
     "BoundaryCondition",
     "FDGrid",
     "MethodOfLines",

@@ -94,3 +94,29 @@ def test_bad_input():
     system = S.MethodOfLines(grid, S.dirichlet(), S.dirichlet(), lambda t, x, u, ux, uxx, a: uxx)
     with pytest.raises(ValueError, match="does not match"):
         S.solve_mol(system, jnp.zeros(12), jnp.array([0.0, 1.0]))
+
+
+def test_diffusion_sorption_converges_and_respects_its_boundary_conditions():
+    # PDEBench setting; an independent check by grid refinement (second order) on a smooth initial state
+    def run(n):
+        system = S.diffusion_sorption(n)
+        x = system.grid.x
+        u0 = jnp.asarray(0.1 + 0.9 * np.exp(-20 * x))  # compatible with u(0) = 1
+        return x, np.asarray(S.solve_mol(system, u0, jnp.array([0.0, 100.0, 500.0]))[-1])
+
+    (_, ua), (_, ub), (xc, uc) = run(33), run(65), run(129)
+    e1 = np.max(np.abs(ua - ub[::2]))
+    e2 = np.max(np.abs(ub - uc[::2]))
+    assert 3.0 < e1 / e2 < 5.0 and e2 < 1e-4, (e1, e2)
+    assert abs(uc[0] - 1.0) < 1e-10  # Dirichlet inlet
+    slope = (3 * uc[-1] - 4 * uc[-2] + uc[-3]) / (2 * (xc[1] - xc[0]))
+    assert abs(uc[-1] + 5e-4 * slope) < 1e-6  # Robin outflow u = -D u_x
+    assert np.all(np.diff(uc) <= 1e-12)  # concentration decreases away from the inlet
+    r = np.asarray(S.retardation(jnp.array([0.0, 1.0])))
+    np.testing.assert_allclose(
+        r,
+        [
+            1 + 0.71 / 0.29 * 2880 * 3.5e-4 * 0.874 * 1e-6 ** (-0.126),
+            1 + 0.71 / 0.29 * 2880 * 3.5e-4 * 0.874 * (1 + 1e-6) ** (-0.126),
+        ],
+    )
