@@ -104,3 +104,30 @@ def plot_losses(history: np.ndarray, names, path: str | os.PathLike, eval_steps=
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_compare(runs: list[dict], path: str | os.PathLike, title: str = "") -> None:
+    """Save rel. L2 error against wall time for every run (one colour per method, log-log axes).
+
+    Each run dict needs ``method``, ``eval_times`` and ``eval_rel_l2``.
+    """
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    methods = list(dict.fromkeys(r["method"] for r in runs))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for r in runs:
+        c = colours[methods.index(r["method"]) % len(colours)]
+        label = (
+            r["method"]
+            if r.get("seed", 0) == min(q.get("seed", 0) for q in runs if q["method"] == r["method"])
+            else None
+        )
+        ax.loglog(r["eval_times"], r["eval_rel_l2"], "o-", color=c, alpha=0.8, ms=3, label=label)
+    ax.set_xlabel("wall time [s]")
+    ax.set_ylabel("relative L2 error")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

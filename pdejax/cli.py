@@ -68,7 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("solve", help="train/solve one problem and write metrics, plots and a checkpoint")
     s.add_argument("problem", help="problem name (see 'pdejax list')")
     s.add_argument("--method", default="pinn", help=f"solution method: {', '.join(METHODS)}")
-    s.add_argument("--optimizer", default=None, help="adam | lbfgs | adam+lbfgs (default: adam+lbfgs)")
+    s.add_argument(
+        "--optimizer",
+        default=None,
+        help="adam | config | mconfig | multiadam | lra | pcgrad, each optionally +lbfgs, or lbfgs "
+        "(default: adam+lbfgs)",
+    )
     s.add_argument("--steps", type=_positive_int, default=None, help="first-phase (Adam) steps")
     s.add_argument("--lbfgs-steps", type=_nonneg_int, default=None, help="L-BFGS iterations after Adam")
     s.add_argument("--seed", type=_nonneg_int, default=None)
@@ -103,6 +108,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", default=None, metavar="DIR", help="continue the run whose checkpoint is in DIR")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    c = sub.add_parser("compare", help="run several methods x seeds on one problem; write a table and a plot")
+    c.add_argument("problem")
+    c.add_argument(
+        "--methods",
+        required=True,
+        help="comma-separated: PINN optimizers (adam, config, mconfig, multiadam, lra, pcgrad, "
+        "each optionally +lbfgs) or methods (pinn)",
+    )
+    c.add_argument("--steps", type=_positive_int, default=None, help="first-phase steps, the same for every method")
+    c.add_argument("--lbfgs-steps", type=_nonneg_int, default=None, help="L-BFGS iterations for +lbfgs methods")
+    c.add_argument("--seeds", type=_positive_int, default=1, help="seeds 0..K-1 per method")
+    c.add_argument("--param", type=_param, action="append", default=[], metavar="KEY=VALUE")
+    c.add_argument("--model", choices=MODELS, default=None)
+    c.add_argument("--width", type=_positive_int, default=None)
+    c.add_argument("--depth", type=_positive_int, default=None)
+    c.add_argument("--constraints", choices=("hard", "soft"), default=None)
+    c.add_argument("--lr", type=_positive_float, default=None)
+    c.add_argument("--x64", action="store_true")
+    c.add_argument("--out", required=True)
+    c.add_argument("--no-progress", action="store_true")
+
     r = sub.add_parser("reference", help="write a problem's reference solution on its evaluation grid")
     r.add_argument("problem")
     r.add_argument("--param", type=_param, action="append", default=[], metavar="KEY=VALUE")
@@ -114,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pdejax`` console script; returns the exit status."""
     try:
         args = build_parser().parse_args(argv)
-        return {"list": _list, "solve": _solve, "reference": _reference}[args.command](args)
+        return {"list": _list, "solve": _solve, "compare": _compare, "reference": _reference}[args.command](args)
     except CLIError as e:
         _fail(str(e))
         return 2
@@ -274,6 +300,114 @@ def _solve(args) -> int:
     rel = "n/a" if res.rel_l2 is None else f"{res.rel_l2:.3e}"
     print(f"{problem.name}: rel_l2={rel} steps={res.steps} wall_time={res.wall_time_s:.1f}s -> {out}")
     return 0
+
+
+def _compare(args) -> int:
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise CLIError("--methods needs at least one method")
+    out = _writable_dir(Path(args.out))
+    import jax
+
+    jax.config.update("jax_enable_x64", args.x64)
+    import csv
+
+    from . import pinns
+    from ._io import atomic_write_text
+    from ._plots import plot_compare
+
+    problem = _problem(args.problem, args.param)
+    optimizers = []
+    for m in methods:
+        opt = "adam+lbfgs" if m == "pinn" else m
+        if opt not in pinns.OPTIMIZERS:
+            raise CLIError(f"unknown method {m!r}; choose from pinn, {', '.join(pinns.OPTIMIZERS)}")
+        optimizers.append(opt)
+    overrides = {
+        "steps": args.steps,
+        "model": args.model,
+        "width": args.width,
+        "depth": args.depth,
+        "constraints": args.constraints,
+        "learning_rate": args.lr,
+    }
+    runs = []
+    for method, opt in zip(methods, optimizers):
+        for seed in range(args.seeds):
+            extra = {"lbfgs_steps": args.lbfgs_steps} if "lbfgs" in opt else {}
+            try:
+                settings = pinns.settings_for(problem, opt, seed=seed, **overrides, **extra)
+            except ValueError as e:
+                raise CLIError(str(e)) from None
+            if not args.no_progress:
+                print(f"[{method} seed {seed}]", file=sys.stderr)
+            try:
+                sol = pinns.solve(problem, settings, progress=not args.no_progress)
+            except pinns.TrainingDiverged as e:
+                print(f"pdejax: {method} seed {seed}: {e}", file=sys.stderr)
+                runs.append(
+                    {
+                        "method": method,
+                        "seed": seed,
+                        "rel_l2": float("nan"),
+                        "wall_time_s": float("nan"),
+                        "steps": 0,
+                        "steps_per_s": float("nan"),
+                        "eval_times": [],
+                        "eval_rel_l2": [],
+                    }
+                )
+                continue
+            res = sol.result
+            runs.append(
+                {
+                    "method": method,
+                    "seed": seed,
+                    "rel_l2": res.rel_l2,
+                    "wall_time_s": res.wall_time_s,
+                    "steps": res.steps,
+                    "steps_per_s": res.steps / res.wall_time_s,
+                    "eval_times": res.eval_times,
+                    "eval_rel_l2": res.eval_rel_l2,
+                }
+            )
+    fields = ["method", "seed", "rel_l2", "wall_time_s", "steps", "steps_per_s"]
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(runs)
+    atomic_write_text(out / "compare.csv", buf.getvalue())
+    lines = [
+        f"# {problem.name} {problem.params}: {args.seeds} seed(s) per method",
+        "",
+        "| method | rel. L2 (mean ± std) | wall time [s] | steps/s | steps |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for method in methods:
+        rs = [r for r in runs if r["method"] == method]
+        err = [r["rel_l2"] for r in rs]
+        lines.append(
+            f"| {method} | {_mean(err):.3e} ± {_std(err):.1e} | {_mean([r['wall_time_s'] for r in rs]):.1f} | "
+            f"{_mean([r['steps_per_s'] for r in rs]):.1f} | {rs[0]['steps']} |"
+        )
+    atomic_write_text(out / "compare.md", "\n".join(lines) + "\n")
+    plot_compare(runs, out / "compare.png", f"{problem.name}")
+    print("\n".join(lines))
+    return 0
+
+
+def _mean(xs):
+    import numpy as np
+
+    return float(np.mean(xs)) if xs else float("nan")
+
+
+def _std(xs):
+    import numpy as np
+
+    return float(np.std(xs)) if len(xs) > 1 else 0.0
 
 
 def _reference(args) -> int:

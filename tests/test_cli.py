@@ -148,3 +148,34 @@ def test_console_script_has_no_traceback(tmp_path):
     cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "pdejax.cli"]
     r = subprocess.run(cmd + ["solve", "burgers", "--steps", "0"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_compare_writes_table_csv_and_plot(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    code = main(
+        [
+            "compare",
+            "poisson2d",
+            "--methods",
+            "adam,config",
+            "--steps",
+            "30",
+            "--seeds",
+            "2",
+            "--width",
+            "8",
+            "--depth",
+            "2",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    rows = (out / "compare.csv").read_text().strip().splitlines()
+    assert rows[0] == "method,seed,rel_l2,wall_time_s,steps,steps_per_s" and len(rows) == 5
+    md = (out / "compare.md").read_text()
+    assert "| adam |" in md and "| config |" in md and "±" in md
+    assert (out / "compare.png").stat().st_size > 0
+    line = _one_line_error(capsys, main(["compare", "poisson2d", "--methods", "adam,sgd", "--out", str(out)]))
+    assert "unknown method 'sgd'" in line

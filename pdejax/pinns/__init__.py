@@ -2,12 +2,36 @@
 
 from ._field import CONSTRAINTS, Field, make_field, predict
 from ._models import ACTIVATIONS, MLP, MODELS, Dense, FourierFeatureMLP, ModifiedMLP, get_activation
+from ._multiloss import (
+    LENGTHS,
+    MultiLossTransformation,
+    config,
+    config_direction,
+    config_direction_two,
+    lra,
+    mconfig,
+    multiadam,
+    pcgrad,
+    pcgrad_direction,
+)
 from ._presets import GENERIC, PRESETS, preset
-from ._solve import OPTIMIZERS, Solution, settings_for, solve
+from ._solve import FIRST_PHASE, OPTIMIZERS, Solution, make_optimizer, settings_for, solve
 from ._trainer import TrainConfig, Trainer, TrainingDiverged, TrainResult, TrainState, relative_l2, train
 
 __all__ = [
     "ACTIVATIONS",
+    "FIRST_PHASE",
+    "LENGTHS",
+    "MultiLossTransformation",
+    "config",
+    "config_direction",
+    "config_direction_two",
+    "lra",
+    "make_optimizer",
+    "mconfig",
+    "multiadam",
+    "pcgrad",
+    "pcgrad_direction",
     "GENERIC",
     "OPTIMIZERS",
     "PRESETS",

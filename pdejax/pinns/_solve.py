@@ -13,7 +13,34 @@ from ._field import make_field, predict
 from ._presets import GENERIC, preset
 from ._trainer import TrainConfig, TrainResult, train
 
-OPTIMIZERS = ("adam", "lbfgs", "adam+lbfgs")
+FIRST_PHASE = ("adam", "config", "mconfig", "multiadam", "lra", "pcgrad")
+OPTIMIZERS = FIRST_PHASE + tuple(f"{o}+lbfgs" for o in FIRST_PHASE) + ("lbfgs",)
+
+
+def make_optimizer(name: str, problem: Problem, settings: dict):
+    """The first-phase optimizer called ``name`` (one of :data:`FIRST_PHASE`) with the settings' learning
+    rate schedule, or ``None`` for the trainer's default Adam."""
+    import optax
+
+    from ._multiloss import config, lra, mconfig, multiadam, pcgrad
+
+    schedule = optax.exponential_decay(
+        float(settings["learning_rate"]), int(settings["decay_steps"]), float(settings["decay_rate"])
+    )
+    if name == "adam":
+        return None
+    if name == "config":
+        return config(schedule)
+    if name == "mconfig":
+        return mconfig(schedule)
+    if name == "multiadam":
+        return multiadam(schedule)
+    if name == "pcgrad":
+        return pcgrad(schedule)
+    if name == "lra":
+        reference = tuple(i for i, t in enumerate(problem.terms.values()) if t.kind == "residual") or (0,)
+        return lra(schedule, reference=reference)
+    raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
 
 
 @dataclasses.dataclass
@@ -36,8 +63,9 @@ class Solution:
 def settings_for(problem: Problem, optimizer: str = "adam+lbfgs", **overrides) -> dict:
     """Complete PINN settings for ``problem``: its preset, adjusted for ``optimizer``, with overrides.
 
-    ``optimizer`` is 'adam' (no L-BFGS), 'lbfgs' (L-BFGS only; ``steps`` then counts L-BFGS iterations)
-    or 'adam+lbfgs'. Overrides with value ``None`` are ignored; unknown keys raise ``ValueError``.
+    ``optimizer`` is a first-phase optimizer (``adam``, ``config``, ``mconfig``, ``multiadam``, ``lra``,
+    ``pcgrad``), optionally followed by L-BFGS (``config+lbfgs``), or ``lbfgs`` alone (``steps`` then counts
+    L-BFGS iterations). Overrides with value ``None`` are ignored; unknown keys raise ``ValueError``.
     """
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {OPTIMIZERS}")
@@ -46,9 +74,11 @@ def settings_for(problem: Problem, optimizer: str = "adam+lbfgs", **overrides) -
         raise ValueError(f"unknown PINN settings {sorted(unknown)}; valid: {sorted(GENERIC) + ['seed']}")
     overrides = {k: v for k, v in overrides.items() if v is not None}
     s = preset(problem.name)
-    if optimizer == "adam":
+    if optimizer in FIRST_PHASE:
         if overrides.get("lbfgs_steps"):
-            raise ValueError("optimizer 'adam' runs no L-BFGS steps; use optimizer 'adam+lbfgs' for lbfgs_steps")
+            raise ValueError(
+                f"optimizer {optimizer!r} runs no L-BFGS steps; use {optimizer + '+lbfgs'!r} for lbfgs_steps"
+            )
         s["lbfgs_steps"] = 0
     elif optimizer == "lbfgs":
         # L-BFGS alone: 'steps' counts its iterations
@@ -100,10 +130,13 @@ def solve(
     )
     points, _ = problem.eval_points()
     ref = problem.reference(points) if problem.reference_fn is not None else None
+    first = s["optimizer"].split("+")[0]
+    optimizer = make_optimizer(first, train_problem, s) if first != "lbfgs" else None
     result = train(
         train_problem,
         field,
         config,
+        optimizer=optimizer,
         out_dir=out_dir,
         resume=resume,
         progress=progress,

@@ -20,6 +20,7 @@ from jaxtyping import Array, Float, PyTree
 from .._io import CHECKPOINT_NAME, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from ..problems import SAMPLING_METHODS, Problem, sample
 from ._field import predict
+from ._multiloss import MultiLossTransformation
 
 
 class TrainingDiverged(RuntimeError):
@@ -117,6 +118,7 @@ class TrainResult:
         loss_history: ``(steps, m)`` loss-term values per step (columns: ``term_names``).
         term_names: names of the loss terms.
         eval_steps, eval_rel_l2: steps at which rel. L2 was measured and its values.
+        eval_times: wall-clock seconds since the start of this call at each evaluation.
         rel_l2: final relative L2 error against the reference (``None`` without a reference).
         steps: total steps done (Adam + L-BFGS).
         wall_time_s: wall-clock seconds of this call (compilation included).
@@ -127,6 +129,7 @@ class TrainResult:
     term_names: tuple[str, ...]
     eval_steps: list[int]
     eval_rel_l2: list[float]
+    eval_times: list[float]
     rel_l2: float | None
     steps: int
     wall_time_s: float
@@ -197,7 +200,11 @@ class Trainer:
         key, sub = jax.random.split(key)
         points = self.problem.sample(sub, self.config.sampler, self.config.n_points)
         zero = jnp.zeros((), jnp.int32)
-        return TrainState(self.params, self.first.init(self.params), key, points, zero)
+        if isinstance(self.first, MultiLossTransformation):
+            opt_state = self.first.init(self.params, len(self.problem.terms))
+        else:
+            opt_state = self.first.init(self.params)
+        return TrainState(self.params, opt_state, key, points, zero)
 
     def lbfgs_state(self, state: TrainState) -> TrainState:
         """``state`` with a fresh L-BFGS optimizer state (the switch between the two phases)."""
@@ -246,7 +253,8 @@ def train(
         problem: the problem whose loss terms are minimised (from :func:`make_field`).
         field: the neural field (an Equinox module ``(d,) -> ()`` or ``(c,)``).
         config: :class:`TrainConfig`.
-        optimizer: first-phase optimizer (default: Adam with exponential decay).
+        optimizer: first-phase optimizer (default: Adam with exponential decay): any optax transformation
+            (on the weighted sum) or a :class:`MultiLossTransformation` (on the per-term gradients).
         out_dir: where ``checkpoint.npz`` is written (``None``: no checkpoints).
         resume: continue from the checkpoint in ``out_dir`` if there is one.
         progress: show a tqdm progress bar.
@@ -275,6 +283,7 @@ def train(
     history: list[np.ndarray] = []
     eval_steps: list[int] = []
     eval_vals: list[float] = []
+    eval_times: list[float] = []
     if resume and ckpt is not None and ckpt.exists():
         state, history, eval_steps, eval_vals = _resume(ckpt, state, trainer.lbfgs, config)
 
@@ -308,6 +317,7 @@ def train(
                 err = relative_l2(predict(trainer.field(state), reference[0]), reference[1])
                 eval_steps.append(step)
                 eval_vals.append(err)
+                eval_times.append(time.perf_counter() - start)
             if eval_vals:
                 msg["rel_l2"] = f"{eval_vals[-1]:.2e}"
             if bar is not None:
@@ -327,6 +337,7 @@ def train(
         term_names=names,
         eval_steps=eval_steps,
         eval_rel_l2=eval_vals,
+        eval_times=eval_times,
         rel_l2=eval_vals[-1] if eval_vals else None,
         steps=int(state.step),
         wall_time_s=time.perf_counter() - start,
@@ -370,12 +381,24 @@ def _adam_scan(losses, weights, opt, draw, config: TrainConfig):
                     sub,
                 )
 
-            def total(p):
-                vec = losses(p, points)
-                return jnp.dot(weights, vec), vec
+            if isinstance(opt, MultiLossTransformation):
+                # one forward pass, then the backward pass of every weighted term at once (vmapped VJP),
+                # or of the single term the optimizer asks for (M-ConFIG)
+                vec, pullback = jax.vjp(lambda p: weights * losses(p, points), st.params)
+                if opt.select is None:
+                    (g,) = jax.vmap(pullback)(jnp.eye(vec.shape[0], dtype=vec.dtype))
+                else:
+                    (g,) = pullback(jax.nn.one_hot(opt.select(st.opt_state), vec.shape[0], dtype=vec.dtype))
+                updates, opt_state = opt.update(g, st.opt_state, st.params, vec)
+                vec = vec / jnp.where(weights != 0, weights, 1.0)
+            else:
 
-            (_, vec), g = jax.value_and_grad(total, has_aux=True)(st.params)
-            updates, opt_state = opt.update(g, st.opt_state, st.params)
+                def total(p):
+                    vec = losses(p, points)
+                    return jnp.dot(weights, vec), vec
+
+                (_, vec), g = jax.value_and_grad(total, has_aux=True)(st.params)
+                updates, opt_state = opt.update(g, st.opt_state, st.params)
             params = optax.apply_updates(st.params, updates)
             return TrainState(params, opt_state, key, points, st.step + 1), vec
 
