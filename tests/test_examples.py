@@ -24,4 +24,4 @@ def test_custom_residual_example_trains_to_low_error():
     u = lambda p: jnp.exp(-p[1]) * jnp.sin(jnp.pi * p[0]) + p[1] * p[0] * (1 - p[0])  # noqa: E731
     losses = np.asarray(problem.losses(u, problem.sample(jax.random.PRNGKey(0))))
     assert np.all(losses < 1e-24)
-    assert mod.main(steps=600, lbfgs_steps=100, progress=False) < 1e-2
+    assert mod.main(steps=300, lbfgs_steps=50, progress=False) < 1e-2
