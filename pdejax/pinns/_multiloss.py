@@ -34,6 +34,7 @@ class MultiLossTransformation(NamedTuple):
     init: Callable
     update: Callable
     select: Callable | None = None
+    name: str = "multi-loss"
 
 
 def _flat(grads) -> tuple[Float[Array, "m n"], Callable]:
@@ -112,7 +113,7 @@ def config_direction_two(g1: Float[Array, " n"], g2: Float[Array, " n"], weights
     return _rescale(coef1 * o1 + o2, jnp.stack([g1, g2]), length)
 
 
-def _direction_transform(direction_fn: Callable, inner: optax.GradientTransformation) -> MultiLossTransformation:
+def _direction_transform(direction_fn: Callable, inner: optax.GradientTransformation, name: str):
     def init(params, n_terms):
         return inner.init(params)
 
@@ -121,7 +122,7 @@ def _direction_transform(direction_fn: Callable, inner: optax.GradientTransforma
         combined = unravel(direction_fn(mat).astype(mat.dtype))
         return inner.update(combined, state, params)
 
-    return MultiLossTransformation(init, update)
+    return MultiLossTransformation(init, update, name=name)
 
 
 def config(
@@ -135,7 +136,7 @@ def config(
     if length not in LENGTHS:
         raise ValueError(f"unknown ConFIG length model {length!r}; choose one of {LENGTHS}")
     inner = inner or optax.adam(learning_rate)
-    return _direction_transform(lambda g: config_direction(g, weights, length), inner)
+    return _direction_transform(lambda g: config_direction(g, weights, length), inner, "config")
 
 
 class MConfigState(NamedTuple):
@@ -204,7 +205,7 @@ def mconfig(
         )
         return unravel(upd), new
 
-    return MultiLossTransformation(init, update, select)
+    return MultiLossTransformation(init, update, select, "mconfig")
 
 
 class MultiAdamState(NamedTuple):
@@ -247,7 +248,7 @@ def multiadam(
 
         return jax.tree_util.tree_map(leaf, m, v), MultiAdamState(m, v, t)
 
-    return MultiLossTransformation(init, update)
+    return MultiLossTransformation(init, update, name="multiadam")
 
 
 def pcgrad_direction(grads: Float[Array, "m n"]) -> Float[Array, " n"]:
@@ -271,7 +272,7 @@ def pcgrad_direction(grads: Float[Array, "m n"]) -> Float[Array, " n"]:
 
 def pcgrad(learning_rate: float | optax.Schedule = 1e-3, *, inner=None) -> MultiLossTransformation:
     """PCGrad's combined gradient fed to ``inner`` (Adam by default)."""
-    return _direction_transform(pcgrad_direction, inner or optax.adam(learning_rate))
+    return _direction_transform(pcgrad_direction, inner or optax.adam(learning_rate), "pcgrad")
 
 
 class LRAState(NamedTuple):
@@ -313,4 +314,4 @@ def lra(
         updates, inner_state = inner.update(unravel(lam @ mat), state.inner, params)
         return updates, LRAState(inner_state, lam, state.count + 1)
 
-    return MultiLossTransformation(init, update)
+    return MultiLossTransformation(init, update, name="lra")

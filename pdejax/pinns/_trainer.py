@@ -26,10 +26,10 @@ from ._multiloss import MultiLossTransformation
 class TrainingDiverged(RuntimeError):
     """The loss became NaN/Inf. ``step`` and ``term`` say where; the last finite state was kept."""
 
-    def __init__(self, step: int, term: str, checkpoint: str | None):
+    def __init__(self, step: int, term: str, checkpoint: str | None, what: str = "loss term"):
         self.step, self.term, self.checkpoint = step, term, checkpoint
         kept = f"; last finite checkpoint kept at {checkpoint}" if checkpoint else ""
-        super().__init__(f"training diverged: loss term {term!r} became NaN/Inf at step {step}{kept}")
+        super().__init__(f"training diverged: {what} {term!r} became NaN/Inf at step {step}{kept}")
 
 
 class TrainConfig(eqx.Module):
@@ -187,7 +187,14 @@ class Trainer:
         def draw(key, p):
             return _draw(problem, config, key, eqx.combine(p, static))
 
-        self._first_chunk = jax.jit(_adam_scan(losses, self.weights, self.first, draw, config), static_argnums=1)
+        if isinstance(self.first, MultiLossTransformation) and len(problem.terms) < 2:
+            raise ValueError(
+                f"optimizer {self.first.name!r} balances several loss terms, but this problem has only "
+                f"{list(problem.terms)}; keep more terms (e.g. constraints='soft') or use a plain optimizer"
+            )
+        self._first_chunk = jax.jit(
+            _adam_scan(losses, self.weights, self.first, draw, config, problem, static), static_argnums=1
+        )
         self._lbfgs_chunk = jax.jit(_lbfgs_scan(losses, self.weights, self.lbfgs, draw, config), static_argnums=1)
 
     @property
@@ -214,8 +221,12 @@ class Trainer:
         """Whether ``state.opt_state`` still belongs to the first-phase optimizer."""
         return _is_first_phase(state, self.lbfgs)
 
-    def step(self, state: TrainState, n: int) -> tuple[TrainState, Float[Array, "n m"]]:
-        """Run ``n`` steps of the current phase; the phase must not change within them."""
+    def step(self, state: TrainState, n: int) -> tuple[TrainState, tuple[Float[Array, "n m"], Array]]:
+        """Run ``n`` steps of the current phase; the phase must not change within them.
+
+        Returns the new state and ``(loss_rows, grad_finite)``: the ``(n, m)`` loss values before each step
+        and whether each term's gradient was finite.
+        """
         step = int(state.step)
         if step >= self.config.steps and self.in_first_phase(state):
             state = self.lbfgs_state(state)
@@ -295,17 +306,25 @@ def train(
             step = int(state.step)
             end = config.steps if step < config.steps else total
             n = min(config.chunk, end - step)
-            new_state, rows = trainer.step(state, n)
-            rows = np.asarray(rows)
-            bad_rows = ~np.all(np.isfinite(rows), axis=1)
-            if bad_rows.any() or not _finite(new_state.params):
-                bad = int(np.argmax(bad_rows)) if bad_rows.any() else n - 1
-                term = names[int(np.argmax(~np.isfinite(rows[bad])))] if bad_rows.any() else "parameters"
+            new_state, (rows, ok) = trainer.step(state, n)
+            rows, ok = np.asarray(rows), np.asarray(ok)
+            bad_val, bad_grad = ~np.isfinite(rows), ~ok
+            row_bad = (bad_val | bad_grad).any(axis=1)
+            if row_bad.any() or not _finite(new_state.params):
+                i = int(np.argmax(row_bad)) if row_bad.any() else n - 1
+                if bad_val[i].any():
+                    term, what = names[int(np.argmax(bad_val[i]))], "loss term"
+                elif bad_grad[i].all() and len(names) > 1:  # one gradient of the weighted sum
+                    term, what = "+".join(names), "gradient of the weighted loss"
+                elif bad_grad[i].any():
+                    term, what = names[int(np.argmax(bad_grad[i]))], "gradient of loss term"
+                else:
+                    term, what = "parameters", "the"
                 saved = None
                 if ckpt is not None:
                     _save(ckpt, state, config, history, eval_steps, eval_vals, trainer.lbfgs)
                     saved = str(ckpt)
-                raise TrainingDiverged(step + bad, term, saved)
+                raise TrainingDiverged(step + i, term, saved, what)
             state = new_state
             history.append(rows)
             step = int(state.step)
@@ -366,7 +385,7 @@ def _draw(problem: Problem, config: TrainConfig, key, field) -> dict:
     return points
 
 
-def _adam_scan(losses, weights, opt, draw, config: TrainConfig):
+def _adam_scan(losses, weights, opt, draw, config: TrainConfig, problem: Problem, static):
     resample = config.resample_every
 
     def run(state: TrainState, n: int):
@@ -382,15 +401,8 @@ def _adam_scan(losses, weights, opt, draw, config: TrainConfig):
                 )
 
             if isinstance(opt, MultiLossTransformation):
-                # one forward pass, then the backward pass of every weighted term at once (vmapped VJP),
-                # or of the single term the optimizer asks for (M-ConFIG)
-                vec, pullback = jax.vjp(lambda p: weights * losses(p, points), st.params)
-                if opt.select is None:
-                    (g,) = jax.vmap(pullback)(jnp.eye(vec.shape[0], dtype=vec.dtype))
-                else:
-                    (g,) = pullback(jax.nn.one_hot(opt.select(st.opt_state), vec.shape[0], dtype=vec.dtype))
+                vec, g, ok = _per_term_gradients(problem, static, weights, opt, st, points)
                 updates, opt_state = opt.update(g, st.opt_state, st.params, vec)
-                vec = vec / jnp.where(weights != 0, weights, 1.0)
             else:
 
                 def total(p):
@@ -398,13 +410,45 @@ def _adam_scan(losses, weights, opt, draw, config: TrainConfig):
                     return jnp.dot(weights, vec), vec
 
                 (_, vec), g = jax.value_and_grad(total, has_aux=True)(st.params)
+                ok = jnp.broadcast_to(_all_finite(g), vec.shape)
                 updates, opt_state = opt.update(g, st.opt_state, st.params)
             params = optax.apply_updates(st.params, updates)
-            return TrainState(params, opt_state, key, points, st.step + 1), vec
+            return TrainState(params, opt_state, key, points, st.step + 1), (vec, ok)
 
         return jax.lax.scan(body, state, None, length=n)
 
     return run
+
+
+def _all_finite(tree) -> Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
+
+
+def _per_term_gradients(problem: Problem, static, weights, opt, st: TrainState, points):
+    """Loss values and per-term gradients (stacked, leading axis m) of the weighted terms.
+
+    Each term's gradient is the backward pass of that term alone, so all of them together cost about one
+    forward and one backward pass of the whole loss, the price of a plain Adam step (a Jacobian of the
+    loss vector by ``jax.jacrev`` would run m backward passes through every term). For an optimizer that
+    needs one term per step (M-ConFIG) only that term's backward pass runs (``lax.switch``).
+    Also returns whether each term's gradient is finite.
+    """
+    names = problem.term_names
+
+    def term(k):
+        return lambda p: weights[k] * problem.term_loss(eqx.combine(p, static), names[k], points[names[k]])
+
+    if opt.select is None:
+        vals, grads = zip(*(jax.value_and_grad(term(k))(st.params) for k in range(len(names))))
+        g = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *grads)
+        ok = jnp.stack([_all_finite(gk) for gk in grads])
+        vec = jnp.stack(vals)
+    else:
+        vec = jnp.stack([term(k)(st.params) for k in range(len(names))])
+        i = opt.select(st.opt_state)
+        g = jax.lax.switch(i, [jax.grad(term(k)) for k in range(len(names))], st.params)
+        ok = jnp.ones(len(names), bool).at[i].set(_all_finite(g))
+    return vec / jnp.where(weights != 0, weights, 1.0), g, ok
 
 
 def _lbfgs_scan(losses, weights, opt, draw, config: TrainConfig):
@@ -436,7 +480,8 @@ def _lbfgs_scan(losses, weights, opt, draw, config: TrainConfig):
             failed = optax.tree.get(new_state, "info").decrease_error > 0
             params = jax.lax.cond(failed, lambda: st.params, lambda: optax.apply_updates(st.params, updates))
             new_state = jax.lax.cond(failed, lambda: opt.init(st.params), lambda: new_state)
-            return TrainState(params, new_state, key, points, st.step + 1), vec
+            ok = jnp.broadcast_to(_all_finite(g), vec.shape)
+            return TrainState(params, new_state, key, points, st.step + 1), (vec, ok)
 
         return jax.lax.scan(body, state, None, length=n)
 

@@ -237,7 +237,11 @@ class Problem(eqx.Module):
             u: the field, ``(d,) -> ()`` or ``(c,)``.
             points: ``name -> (n, d)`` collocation points (from :meth:`sample`).
         """
-        return jnp.stack([jnp.mean(self.term_residuals(u, n, points[n]) ** 2) for n in self.terms])
+        return jnp.stack([self.term_loss(u, n, points[n]) for n in self.terms])
+
+    def term_loss(self, u: Callable, name: str, points: Float[Array, "n d"]) -> Float[Array, ""]:
+        """The value of loss term ``name`` (mean squared residual over ``points``)."""
+        return jnp.mean(self.term_residuals(u, name, points) ** 2)
 
     def reference(self, points) -> np.ndarray:
         """Reference solution at ``points`` (``(n, d)``): ``(n,)`` or ``(n, c)`` float64 NumPy array."""

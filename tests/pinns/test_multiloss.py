@@ -168,7 +168,8 @@ def test_trainer_passes_exact_per_term_gradients():
     trainer = pinns.Trainer(tp, field, cfg, recorder)
     state = trainer.init_state()
     with jax.disable_jit():  # so the recorder sees concrete arrays
-        _, rows = trainer.step(state, 1)
+        _, (rows, ok) = trainer.step(state, 1)
+    assert np.all(ok)
     import equinox as eqx
 
     params, static = eqx.partition(field, eqx.is_inexact_array)
@@ -178,3 +179,22 @@ def test_trainer_passes_exact_per_term_gradients():
         for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(got["grads"])):
             np.testing.assert_allclose(np.asarray(b)[k], a, rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(rows[0], tp.losses(field, state.points), rtol=1e-12)
+
+
+def test_multi_loss_optimizer_needs_several_terms_and_reports_nan_gradients():
+    pb = P.get("burgers")
+    field, tp = pinns.make_field(pb, width=8, depth=2, key=jax.random.PRNGKey(0))  # hard: only "pde" left
+    with pytest.raises(ValueError, match="'config' balances several loss terms.*\\['pde'\\]"):
+        pinns.Trainer(tp, field, pinns.TrainConfig(steps=1), pinns.config())
+    # a residual whose gradient is NaN while its value is finite: sqrt at 0
+    bad = P.Problem(
+        name="nan_grad",
+        domain=P.Interval(0.0, 1.0),
+        terms={
+            "a": P.Term(lambda u, x: u(x) - 1.0, n_points=8),
+            "b": P.Term(lambda u, x: jnp.sqrt(jnp.abs(u(x)) * 0.0), n_points=8),
+        },
+    )
+    field, tp = pinns.make_field(bad, width=8, depth=2, key=jax.random.PRNGKey(0))
+    with pytest.raises(pinns.TrainingDiverged, match="gradient of loss term 'b' became NaN/Inf at step 0"):
+        pinns.train(tp, field, pinns.TrainConfig(steps=5, chunk=5), optimizer=pinns.config(), progress=False)
