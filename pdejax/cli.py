@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--lr", type=_positive_float, default=None, help="Adam learning rate")
     s.add_argument("--sampler", choices=("uniform", "sobol", "lhs"), default=None)
+    s.add_argument("--points", type=_positive_int, default=None, help="collocation points per PDE-residual term")
     s.add_argument("--resample-every", type=_nonneg_int, default=None)
     s.add_argument(
         "--adaptive",
@@ -125,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--depth", type=_positive_int, default=None)
     c.add_argument("--constraints", choices=("hard", "soft"), default=None)
     c.add_argument("--lr", type=_positive_float, default=None)
+    c.add_argument("--points", type=_positive_int, default=None, help="collocation points per PDE-residual term")
     c.add_argument("--x64", action="store_true")
     c.add_argument("--out", required=True)
     c.add_argument("--no-progress", action="store_true")
@@ -241,6 +243,7 @@ def _solve(args) -> int:
     params = args.param if run is None else [tuple(kv) for kv in run["param"]]
     problem = _problem(args.problem, params)
     overrides = {v: getattr(args, k) for k, v in _SETTING_FLAGS.items()}
+    overrides["n_points"] = _points(problem, args.points)
     optimizer = args.optimizer or (run["settings"]["optimizer"] if run else "adam+lbfgs")
     try:
         if run is not None:
@@ -343,6 +346,8 @@ def _compare(args) -> int:
                 print(f"[{method} seed {seed}]", file=sys.stderr)
             try:
                 sol = pinns.solve(problem, settings, progress=not args.no_progress)
+            except ValueError as e:
+                raise CLIError(f"{method}: {e}") from None
             except pinns.TrainingDiverged as e:
                 print(f"pdejax: {method} seed {seed}: {e}", file=sys.stderr)
                 runs.append(
@@ -396,6 +401,13 @@ def _compare(args) -> int:
     plot_compare(runs, out / "compare.png", f"{problem.name}")
     print("\n".join(lines))
     return 0
+
+
+def _points(problem, n):
+    """``--points N`` as per-term counts for the problem's PDE-residual terms (``None`` when not given)."""
+    if n is None:
+        return None
+    return {name: n for name, t in problem.terms.items() if t.kind == "residual"}
 
 
 def _mean(xs):

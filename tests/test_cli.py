@@ -166,6 +166,8 @@ def test_compare_writes_table_csv_and_plot(tmp_path, capsys):
             "8",
             "--depth",
             "2",
+            "--constraints",
+            "soft",
             "--out",
             str(out),
             "--no-progress",
@@ -179,3 +181,9 @@ def test_compare_writes_table_csv_and_plot(tmp_path, capsys):
     assert (out / "compare.png").stat().st_size > 0
     line = _one_line_error(capsys, main(["compare", "poisson2d", "--methods", "adam,sgd", "--out", str(out)]))
     assert "unknown method 'sgd'" in line
+    # ConFIG needs several loss terms: with hard constraints poisson2d keeps only its residual
+    line = _one_line_error(
+        capsys,
+        main(["compare", "poisson2d", "--methods", "config", "--steps", "5", "--out", str(out), "--no-progress"]),
+    )
+    assert "balances several loss terms" in line
