@@ -131,3 +131,17 @@ def plot_compare(runs: list[dict], path: str | os.PathLike, title: str = "") -> 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_error_history(times, errors, path: str | os.PathLike, title: str = "") -> None:
+    """Save the rel. L2 error against time (log scale): ``times``, ``errors`` of equal length ``(m,)``."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ax.semilogy(np.asarray(times), np.maximum(np.asarray(errors), 1e-300), "o-", ms=3)
+    ax.set_xlabel("t")
+    ax.set_ylabel("relative L2 error")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

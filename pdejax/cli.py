@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
 import sys
 from pathlib import Path
 
-METHODS = ("pinn",)
+METHODS = ("pinn", "teng")
 MODELS = ("mlp", "fourier", "modified")
 
 
@@ -104,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="residual-based adaptive resampling of PDE points (with --resample-every)",
     )
-    s.add_argument("--x64", action="store_true", help="train in float64")
+    s.add_argument("--x64", action="store_true", help="train in float64 (teng: always float64)")
+    s.add_argument("--dt", type=_positive_float, default=None, help="teng: time step")
+    s.add_argument("--integrator", choices=("euler", "heun", "rk4"), default=None, help="teng: time integrator")
     s.add_argument("--out", default=None, help="output directory (default: runs/PROBLEM-METHOD)")
     s.add_argument("--resume", default=None, metavar="DIR", help="continue the run whose checkpoint is in DIR")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -229,6 +232,10 @@ def _solve(args) -> int:
             raise CLIError(f"--resume {args.resume!r}: run.json is unreadable ({e})") from None
         if run.get("problem") != args.problem:
             raise CLIError(f"--resume {args.resume!r} holds a run of {run.get('problem')!r}, not {args.problem!r}")
+    if args.method == "teng":
+        return _solve_teng(args)
+    if args.dt is not None or args.integrator is not None:
+        raise CLIError("--dt and --integrator are options of --method teng")
     out = Path(args.out or args.resume or f"runs/{args.problem}-{args.method}")
     _writable_dir(out)
     x64 = args.x64 or bool(run and run.get("x64"))
@@ -302,6 +309,73 @@ def _solve(args) -> int:
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=float))
     rel = "n/a" if res.rel_l2 is None else f"{res.rel_l2:.3e}"
     print(f"{problem.name}: rel_l2={rel} steps={res.steps} wall_time={res.wall_time_s:.1f}s -> {out}")
+    return 0
+
+
+def _solve_teng(args) -> int:
+    """``pdejax solve PROBLEM --method teng``: TENG in float64, metrics.json, solution.png, error_vs_time.png."""
+    unsupported = {
+        "--optimizer": args.optimizer,
+        "--steps": args.steps,
+        "--lbfgs-steps": args.lbfgs_steps,
+        "--model": args.model,
+        "--constraints": args.constraints,
+        "--lr": args.lr,
+        "--sampler": args.sampler,
+        "--resample-every": args.resample_every,
+        "--adaptive": args.adaptive,
+        "--resume": args.resume,
+    }
+    given = [k for k, v in unsupported.items() if v is not None]
+    if given:
+        raise CLIError(
+            f"{', '.join(given)} not used by --method teng (it takes --dt, --integrator, --width, "
+            "--depth, --points (grid points per axis), --seed)"
+        )
+    out = _writable_dir(Path(args.out or f"runs/{args.problem}-teng"))
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from . import pinns
+    from ._io import atomic_write_text
+    from ._plots import plot_error_history, plot_solution
+
+    problem = _problem(args.problem, args.param)
+    overrides = {
+        "dt": args.dt,
+        "integrator": args.integrator,
+        "width": args.width,
+        "depth": args.depth,
+        "n_points": args.points,
+        "seed": args.seed,
+    }
+    try:
+        config = pinns.teng_config_for(problem, **{k: v for k, v in overrides.items() if v is not None})
+        res = pinns.teng(problem, config, progress=not args.no_progress)
+    except (ValueError, FloatingPointError) as e:
+        raise CLIError(str(e)) from None
+    settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    metrics = {
+        "problem": problem.name,
+        "method": "teng",
+        "steps": res.steps,
+        "seed": config.seed,
+        "rel_l2": res.rel_l2,
+        "wall_time_s": res.wall_time_s,
+        "params": problem.params,
+        "settings": settings,
+        "network_params": res.params,
+        "x64": True,
+        "fit_rel_l2": res.fit_rel_l2,
+        "rel_l2_history": {"t": res.history_t.tolist(), "rel_l2": res.history_rel_l2.tolist()},
+        "device": str(jax.devices()[0]),
+        "platform": platform.platform(),
+    }
+    pts, _ = problem.eval_points()
+    plot_solution(problem, res.prediction, problem.reference(pts), out / "solution.png")
+    plot_error_history(res.history_t, res.history_rel_l2, out / "error_vs_time.png", f"TENG {problem.name}")
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=float))
+    print(f"{problem.name}: rel_l2={res.rel_l2:.3e} steps={res.steps} wall_time={res.wall_time_s:.1f}s -> {out}")
     return 0
 
 

@@ -89,6 +89,12 @@ def test_reference_writes_npz(tmp_path):
         (["solve", "burgers", "--optimizer", "adam", "--lbfgs-steps", "5"], "runs no L-BFGS"),
         (["solve", "burgers", "--lr", "nan"], "finite number"),
         (["solve", "burgers", "--resume", "/nonexistent/dir"], "no run.json"),
+        (["solve", "burgers", "--method", "teng"], "periodic on every spatial axis"),
+        (["solve", "poisson2d", "--method", "teng"], "no time dimension"),
+        (["solve", "heat2d", "--method", "teng", "--dt", "0"], "finite number > 0"),
+        (["solve", "heat2d", "--method", "teng", "--dt", "0.03"], "must divide"),
+        (["solve", "heat2d", "--method", "teng", "--steps", "5"], "not used by --method teng"),
+        (["solve", "heat2d", "--dt", "0.1"], "options of --method teng"),
         (["frobnicate"], "invalid choice"),
         ([], "required"),
     ],
@@ -187,3 +193,18 @@ def test_compare_writes_table_csv_and_plot(tmp_path, capsys):
         main(["compare", "poisson2d", "--methods", "config", "--steps", "5", "--out", str(out), "--no-progress"]),
     )
     assert "balances several loss terms" in line
+
+
+def test_solve_teng_writes_metrics_history_and_plots(tmp_path):
+    out = tmp_path / "teng"
+    args = ["solve", "allen_cahn_teng", "--method", "teng", "--param", "T=0.2", "--dt", "0.05"]
+    code = main([*args, "--width", "8", "--depth", "2", "--points", "48", "--out", str(out), "--no-progress"])
+    assert code == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["method"] == "teng" and m["steps"] == 4 and m["x64"] is True
+    assert m["settings"]["dt"] == 0.05 and m["settings"]["n_points"] == 48
+    hist = m["rel_l2_history"]
+    assert hist["t"][0] == 0.0 and abs(hist["t"][-1] - 0.2) < 1e-12
+    # a smooth, slowly evolving field over four steps: the network follows it to well below 1e-2
+    assert 0 < m["rel_l2"] < 1e-2 and all(np.isfinite(hist["rel_l2"]))
+    assert (out / "solution.png").stat().st_size > 0 and (out / "error_vs_time.png").stat().st_size > 0

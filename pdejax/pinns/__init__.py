@@ -16,6 +16,7 @@ from ._multiloss import (
 )
 from ._presets import GENERIC, PRESETS, preset
 from ._solve import FIRST_PHASE, OPTIMIZERS, Solution, make_optimizer, settings_for, solve
+from ._teng import INTEGRATORS, TENG_PRESETS, TengConfig, TengResult, spatial_rhs, teng, teng_config_for, teng_field
 from ._trainer import TrainConfig, Trainer, TrainingDiverged, TrainResult, TrainState, relative_l2, train
 
 __all__ = [
@@ -56,4 +57,12 @@ __all__ = [
     "predict",
     "relative_l2",
     "train",
+    "INTEGRATORS",
+    "TengConfig",
+    "TengResult",
+    "spatial_rhs",
+    "teng",
+    "teng_field",
+    "teng_config_for",
+    "TENG_PRESETS",
 ]

@@ -244,6 +244,84 @@ def heat2d(nu: float = 0.1, T: float = 4.0) -> Problem:
     )
 
 
+# ------------------------------------------------------------------------------ TENG's 1D settings
+def _teng_u0_np(x):
+    return 0.04 * np.cosh(3 * np.sin(x)) * np.sinh(np.sin(x))
+
+
+def _teng_u0(xs):
+    return 0.04 * jnp.cosh(3 * jnp.sin(xs[0])) * jnp.sinh(jnp.sin(xs[0]))
+
+
+def _teng_1d(name, pde, ref, params, description, T):
+    two_pi = 2 * math.pi
+    return Problem(
+        name=name,
+        domain=Interval(0.0, two_pi, time=(0.0, T)),
+        terms={
+            "pde": Term(pde, "interior", 2048),
+            "ic": initial_term(_teng_u0, 256),
+            "periodic": periodic_term(0, two_pi, derivatives=1, n_points=128),
+        },
+        params=params,
+        reference_fn=ref,
+        eval_shape=(256, int(round(10 * T)) + 1),
+        description=description,
+    )
+
+
+def allen_cahn_teng(d: float = 0.005, T: float = 4.0) -> Problem:
+    """1D Allen–Cahn in TENG's setting (Chen et al., ICML 2024, there in 2D): ``u_t = d u_xx + u - u^3`` on
+    ``[0, 2 pi)`` periodic, ``t in [0, T]``, ``u0 = 0.04 cosh(3 sin x) sinh(sin x)`` (the paper's 2D initial
+    condition on the diagonal ``y = x``). Reference: ETDRK4 pseudo-spectral (``pdejax.solvers``), 1024 modes,
+    dt = 1e-3. Evaluation every 0.1 in time."""
+    _positive(d=d, T=T)
+
+    def pde(u, x):
+        v = u(x)
+        return partial(u, x, 1) - d * partial(u, x, 0, 0) - (v - v**3)
+
+    ref = PeriodicSpectral1D(
+        "allen_cahn_teng",
+        {"d": d},
+        0.0,
+        2 * math.pi,
+        _teng_u0_np,
+        symbol=lambda k: -d * k**2 + 1.0,
+        nonlinear=lambda u: -(u**3),
+        n=1024,
+        dt=1e-3,
+    )
+    desc = "u_t = d u_xx + u - u^3, x in [0,2pi) periodic, TENG u0 (1D); spectral reference"
+    return _teng_1d("allen_cahn_teng", pde, ref, {"d": d, "T": T}, desc, T)
+
+
+def burgers_teng(nu: float = 0.01, T: float = 4.0) -> Problem:
+    """1D periodic viscous Burgers in TENG's setting (Chen et al., ICML 2024, there in 2D):
+    ``u_t + u u_x = nu u_xx`` on ``[0, 2 pi)``, ``t in [0, T]``, ``u0 = 0.04 cosh(3 sin x) sinh(sin x)``.
+    A front steepens from t ~ 2. Reference: ETDRK4 pseudo-spectral, conservative form, 2048 modes
+    (alias-free), dt = 5e-4. Evaluation every 0.1 in time."""
+    _positive(nu=nu, T=T)
+
+    def pde(u, x):
+        return partial(u, x, 1) + u(x) * partial(u, x, 0) - nu * partial(u, x, 0, 0)
+
+    ref = PeriodicSpectral1D(
+        "burgers_teng",
+        {"nu": nu},
+        0.0,
+        2 * math.pi,
+        _teng_u0_np,
+        symbol=lambda k: -nu * k**2,
+        nonlinear=None,
+        flux=lambda u: 0.5 * u**2,
+        n=2048,
+        dt=5e-4,
+    )
+    desc = "u_t + u u_x = nu u_xx, x in [0,2pi) periodic, TENG u0 (1D); spectral reference"
+    return _teng_1d("burgers_teng", pde, ref, {"nu": nu, "T": T}, desc, T)
+
+
 # ------------------------------------------------------------------------------------------- elliptic
 def poisson2d(k: float = 1.0) -> Problem:
     """2D Poisson ``-Lap u = 2 (k pi)^2 sin(k pi x) sin(k pi y)`` on ``[0, 1]^2`` with Dirichlet data of

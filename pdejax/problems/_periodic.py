@@ -27,7 +27,9 @@ class PeriodicSpectral1D:
         lo, length: the period ``[lo, lo + length)``.
         u0: NumPy ``x -> u0(x)``.
         symbol: ``k -> L(k)`` (angular wavenumbers, NumPy).
-        nonlinear: ``u -> N(u)`` on physical values (jnp).
+        nonlinear: ``u -> N(u)`` on physical values (jnp), or ``None``.
+        flux: optional ``u -> F(u)`` (jnp) adding the conservative term ``-F(u)_x`` (spectral derivative),
+            e.g. ``u^2 / 2`` for Burgers.
         n: Fourier grid points; dt: largest time step.
         start: optional ``(n_start, t_start)``: integrate ``[t0, t_start]`` on the finer grid ``n_start``
             first. An initial condition whose periodic extension has a kink (``x^2 cos(pi x)`` on
@@ -37,8 +39,9 @@ class PeriodicSpectral1D:
     The nonlinear term is evaluated on a grid padded to ``2 n`` (alias-free for up to cubic terms).
     """
 
-    def __init__(self, name, params, lo, length, u0, symbol, nonlinear, n, dt, t0=0.0, start=None):
+    def __init__(self, name, params, lo, length, u0, symbol, nonlinear, n, dt, t0=0.0, start=None, flux=None):
         self.name, self.params = name, dict(params)
+        self.flux = flux
         self.lo, self.length, self.u0 = float(lo), float(length), u0
         self.symbol, self.nonlinear = symbol, nonlinear
         self.n, self.dt, self.t0 = int(n), float(dt), float(t0)
@@ -48,9 +51,16 @@ class PeriodicSpectral1D:
         grid = PeriodicGrid(n, self.length, self.lo)
         lin = jnp.asarray(self.symbol(grid.wavenumbers()[0]), jnp.float64)
 
+        ik = 1j * grid.wavenumbers()[0]
+
         def nhat(v):
             u = jnp.fft.irfft(v, 2 * n, norm="forward")
-            return jnp.fft.rfft(self.nonlinear(u), norm="forward")[: n // 2 + 1]
+            out = jnp.zeros_like(v)
+            if self.nonlinear is not None:
+                out = out + jnp.fft.rfft(self.nonlinear(u), norm="forward")[: n // 2 + 1]
+            if self.flux is not None:
+                out = out - ik * jnp.fft.rfft(self.flux(u), norm="forward")[: n // 2 + 1]
+            return out
 
         return grid, lin, nhat
 

@@ -82,7 +82,9 @@ def _convert(problem: str, key: str, value, default):
 
 for _factory in (
     _benchmarks.allen_cahn,
+    _benchmarks.allen_cahn_teng,
     _benchmarks.burgers,
+    _benchmarks.burgers_teng,
     _benchmarks.convection,
     _benchmarks.heat2d,
     _benchmarks.helmholtz2d,

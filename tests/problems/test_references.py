@@ -140,6 +140,44 @@ def test_reaction_without_diffusion_is_the_logistic_ode():
     np.testing.assert_allclose(pb.reference(np.stack([x, np.full_like(x, t)], 1)), exact, atol=1e-5)
 
 
+# ------------------------------------------------------------------------- TENG's 1D settings
+@pytest.mark.parametrize(
+    "name,residual,fine",
+    [
+        (
+            "allen_cahn_teng",
+            lambda u, ut, ux, uxx: ut - 0.005 * uxx - (u - u**3),
+            dict(symbol=lambda k: -0.005 * k**2 + 1.0, nonlinear=lambda u: -(u**3), n=2048, dt=5e-4),
+        ),
+        (
+            "burgers_teng",
+            lambda u, ut, ux, uxx: ut + u * ux - 0.01 * uxx,
+            dict(symbol=lambda k: -0.01 * k**2, nonlinear=None, flux=lambda u: 0.5 * u**2, n=4096, dt=2.5e-4),
+        ),
+    ],
+)
+def test_teng_1d_references(name, residual, fine):
+    pb = P.get(name)
+    x = np.linspace(0, 2 * np.pi, 256, endpoint=False)
+    u0 = 0.04 * np.cosh(3 * np.sin(x)) * np.sinh(np.sin(x))
+    np.testing.assert_allclose(pb.reference(np.stack([x, 0 * x], 1)), u0, atol=1e-15)
+    rng = np.random.default_rng(5)
+    # the residual by finite differences is pure truncation error (O(h^2)); the front of Burgers is
+    # resolved with h ~ 1e-3 (its width is ~0.04)
+    r = _check_fd_convergence(pb, rng.uniform(0.3, 6.0, 20), np.round(rng.uniform(0.5, 3.9, 20), 2), residual)
+    assert r < 1e-4
+    finer = PeriodicSpectral1D(
+        name + "_test_fine",
+        dict(pb.params),
+        0.0,
+        2 * np.pi,
+        lambda y: 0.04 * np.cosh(3 * np.sin(y)) * np.sinh(np.sin(y)),
+        **fine,
+    )
+    pts = np.stack([np.tile(x, 3), np.repeat([1.0, 2.5, 4.0], x.size)], 1)
+    np.testing.assert_allclose(pb.reference(pts), finer(pts), atol=1e-9)
+
+
 # --------------------------------------------------------------------------------------------- heat
 def test_heat2d_matches_bessel_series():
     # From e^{z cos a} = I0(z) + 2 sum_k I_k(z) cos(k a) with a = x - pi/2:
