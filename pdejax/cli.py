@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         required=True,
         help="comma-separated: PINN optimizers (adam, config, mconfig, multiadam, lra, pcgrad, "
-        "each optionally +lbfgs) or methods (pinn)",
+        "each optionally +lbfgs) or methods (pinn = adam+lbfgs; teng, float64 with its preset)",
     )
     c.add_argument("--steps", type=_positive_int, default=None, help="first-phase steps, the same for every method")
     c.add_argument("--lbfgs-steps", type=_nonneg_int, default=None, help="L-BFGS iterations for +lbfgs methods")
@@ -379,6 +379,39 @@ def _solve_teng(args) -> int:
     return 0
 
 
+def _compare_teng(problem, args, *, x64: bool) -> list[dict]:
+    """TENG runs (float64, the problem's preset, seeds 0..K-1) as rows of the ``compare`` table."""
+    import jax
+
+    from . import pinns
+
+    runs = []
+    jax.config.update("jax_enable_x64", True)
+    try:
+        for seed in range(args.seeds):
+            if not args.no_progress:
+                print(f"[teng seed {seed}]", file=sys.stderr)
+            try:
+                res = pinns.teng(problem, pinns.teng_config_for(problem, seed=seed), progress=not args.no_progress)
+            except ValueError as e:
+                raise CLIError(f"teng: {e}") from None
+            runs.append(
+                {
+                    "method": "teng",
+                    "seed": seed,
+                    "rel_l2": res.rel_l2,
+                    "wall_time_s": res.wall_time_s,
+                    "steps": res.steps,
+                    "steps_per_s": res.steps / res.wall_time_s,
+                    "eval_times": [res.wall_time_s],
+                    "eval_rel_l2": [res.rel_l2],
+                }
+            )
+    finally:
+        jax.config.update("jax_enable_x64", x64)
+    return runs
+
+
 def _compare(args) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:
@@ -396,9 +429,12 @@ def _compare(args) -> int:
     problem = _problem(args.problem, args.param)
     optimizers = []
     for m in methods:
+        if m == "teng":
+            optimizers.append(None)
+            continue
         opt = "adam+lbfgs" if m == "pinn" else m
         if opt not in pinns.OPTIMIZERS:
-            raise CLIError(f"unknown method {m!r}; choose from pinn, {', '.join(pinns.OPTIMIZERS)}")
+            raise CLIError(f"unknown method {m!r}; choose from pinn, teng, {', '.join(pinns.OPTIMIZERS)}")
         optimizers.append(opt)
     overrides = {
         "steps": args.steps,
@@ -410,6 +446,9 @@ def _compare(args) -> int:
     }
     runs = []
     for method, opt in zip(methods, optimizers):
+        if opt is None:
+            runs.extend(_compare_teng(problem, args, x64=args.x64))
+            continue
         for seed in range(args.seeds):
             extra = {"lbfgs_steps": args.lbfgs_steps} if "lbfgs" in opt else {}
             try:

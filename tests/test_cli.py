@@ -195,7 +195,10 @@ def test_compare_writes_table_csv_and_plot(tmp_path, capsys):
     assert "balances several loss terms" in line
 
 
-def test_solve_teng_writes_metrics_history_and_plots(tmp_path):
+def test_solve_teng_writes_metrics_history_and_plots(tmp_path, monkeypatch):
+    from pdejax.pinns import _teng
+
+    monkeypatch.setitem(_teng.TENG_PRESETS, "allen_cahn_teng", dict(fit_steps=500, fit_gn_steps=40))
     out = tmp_path / "teng"
     args = ["solve", "allen_cahn_teng", "--method", "teng", "--param", "T=0.2", "--dt", "0.05"]
     code = main([*args, "--width", "8", "--depth", "2", "--points", "48", "--out", str(out), "--no-progress"])
@@ -208,3 +211,19 @@ def test_solve_teng_writes_metrics_history_and_plots(tmp_path):
     # a smooth, slowly evolving field over four steps: the network follows it to well below 1e-2
     assert 0 < m["rel_l2"] < 1e-2 and all(np.isfinite(hist["rel_l2"]))
     assert (out / "solution.png").stat().st_size > 0 and (out / "error_vs_time.png").stat().st_size > 0
+
+
+def test_compare_teng_against_a_pinn(tmp_path, capsys, monkeypatch):
+    from pdejax.pinns import _teng
+
+    small = dict(dt=0.05, integrator="rk4", n_points=64, width=8, depth=2, fit_steps=500, fit_gn_steps=40)
+    monkeypatch.setitem(_teng.TENG_PRESETS, "allen_cahn_teng", small)
+    out = tmp_path / "cmp"
+    args = ["compare", "allen_cahn_teng", "--param", "T=0.2", "--methods", "adam,teng", "--steps", "30"]
+    code = main([*args, "--seeds", "1", "--width", "8", "--depth", "2", "--out", str(out), "--no-progress"])
+    assert code == 0
+    rows = {r.split(",")[0]: r.split(",") for r in (out / "compare.csv").read_text().splitlines()[1:]}
+    assert set(rows) == {"adam", "teng"}
+    # four TENG steps from a Gauss-Newton initial fit vs 30 Adam steps of a PINN: orders of magnitude apart
+    assert float(rows["teng"][2]) < 1e-3 * float(rows["adam"][2])
+    assert "| teng |" in (out / "compare.md").read_text()

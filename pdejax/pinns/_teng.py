@@ -381,6 +381,12 @@ TENG_PRESETS: dict[str, dict] = {
     "heat2d": dict(
         dt=0.05, integrator="rk4", iterations=2, n_points=40, width=16, depth=3, fit_steps=3000, fit_gn_steps=300
     ),
+    "allen_cahn_teng": dict(
+        dt=0.05, integrator="rk4", iterations=2, n_points=256, width=16, depth=3, fit_steps=3000, fit_gn_steps=300
+    ),
+    "burgers_teng": dict(
+        dt=0.05, integrator="rk4", iterations=2, n_points=256, width=16, depth=3, fit_steps=3000, fit_gn_steps=300
+    ),
 }
 
 

@@ -54,7 +54,7 @@ def test_integrator_order_on_exact_manifold(integrator, order):
     # With a field whose tangent space contains the flow, the error is the integrator's alone: halving dt
     # divides it by 2^order.
     errs = []
-    for dt in (0.1, 0.05, 0.025):
+    for dt in (0.1, 0.05):
         prob = heat1d()
         cfg = TengConfig(dt=dt, integrator=integrator, iterations=1, n_points=32, fit_steps=0, fit_gn_steps=3)
         res = teng(prob, cfg, field=linear_field(prob), progress=False)
