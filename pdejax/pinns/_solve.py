@@ -34,7 +34,11 @@ def make_optimizer(name: str, problem: Problem, settings: dict):
     if name == "mconfig":
         return mconfig(schedule)
     if name == "multiadam":
-        return multiadam(schedule)
+        # the paper's grouping: PDE residual(s) in one group, boundary/initial/data terms in the other
+        kinds = [t.kind == "residual" for t in problem.terms.values()]
+        res = tuple(i for i, r in enumerate(kinds) if r)
+        rest = tuple(i for i, r in enumerate(kinds) if not r)
+        return multiadam(schedule, groups=(res, rest) if res and rest else None)
     if name == "pcgrad":
         return pcgrad(schedule)
     if name == "lra":

@@ -113,6 +113,25 @@ def test_multiadam_is_invariant_to_each_terms_scale():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-9)
 
 
+def test_multiadam_groups_sum_their_terms():
+    # groups ((0,), (1, 2)) on three terms == two ungrouped terms (g0, g1 + g2); bad groups are refused
+    params = _params()
+    rng = np.random.default_rng(1)
+    g = [jax.tree_util.tree_map(lambda p: jnp.asarray(rng.normal(size=p.shape)), params) for _ in range(3)]
+    grouped, plain = pinns.multiadam(1e-3, groups=((0,), (1, 2))), pinns.multiadam(1e-3)
+    sg, sp = grouped.init(params, 3), plain.init(params, 2)
+    g12 = jax.tree_util.tree_map(jnp.add, g[1], g[2])
+    for _ in range(3):
+        ug, sg = grouped.update(_stack(*g), sg, params)
+        up, sp = plain.update(_stack(g[0], g12), sp, params)
+    for a, b in zip(jax.tree_util.tree_leaves(ug), jax.tree_util.tree_leaves(up)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="beyond"):
+        pinns.multiadam(1e-3, groups=((0,), (5,))).init(params, 3)
+    with pytest.raises(ValueError, match="non-empty"):
+        pinns.multiadam(1e-3, groups=((0,), ()))
+
+
 def test_mconfig_round_robin_and_warm_up():
     params = _params()
     opt = pinns.mconfig(1e-3)
