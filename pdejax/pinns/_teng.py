@@ -211,9 +211,13 @@ def teng(
     target0 = jax.vmap(u0)(X)
     theta = _fit_adam(u_at, theta, X, target0, config.fit_steps)
     project = _projector(u_at, jac_at, X, theta.size, config)
-    theta, lam = jax.jit(project, static_argnums=4)(theta, jnp.asarray(1e-3, dtype), target0, ks, config.fit_gn_steps)
+    # The projection, the right-hand side and the field are compiled once each and the time stepper is
+    # Python glue between them: a jitted RK4 step would inline four copies of the Gauss-Newton loop and
+    # compile several times longer, for no gain at these sizes (each call is milliseconds of work or more).
+    project = jax.jit(project)
+    theta, lam = project(theta, jnp.asarray(1e-3, dtype), target0, ks, config.fit_gn_steps)
     fit_err = float(jnp.linalg.norm(u_at(theta, X) - target0) / jnp.linalg.norm(target0))
-    step = jax.jit(_stepper(u_at, n_at, project, X, config))
+    step = _stepper(jax.jit(u_at), jax.jit(n_at), project, X, config)
     predict = jax.jit(lambda th: u_at(th, jnp.asarray(space, dtype)))
 
     # ---- reference values at the evaluation times, and the error history
@@ -341,10 +345,10 @@ def _projector(u_at, jac_at, X, n_theta: int, config: TengConfig):
         return theta, lam, jnp.where(ok, new_loss, loss)
 
     def project(theta, lam, target, key, iters):
-        keys = jax.random.split(key, iters)
+        # iters may be traced: one compiled projection serves every stage and the initial fit
         loss0 = jnp.sum((target - u_at(theta, X)) ** 2)
         carry = (theta, lam, loss0)
-        carry = jax.lax.fori_loop(0, iters, lambda i, c: iteration(c, keys[i], target), carry)
+        carry = jax.lax.fori_loop(0, iters, lambda i, c: iteration(c, jax.random.fold_in(key, i), target), carry)
         return carry[0], carry[1]
 
     return project
