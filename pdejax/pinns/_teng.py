@@ -39,6 +39,8 @@ class TengConfig(eqx.Module):
             (normal equations, Cholesky, with ``damping``).
         damping: Tikhonov damping added to the normal equations (relative to their largest diagonal entry).
         fit_steps, fit_gn_steps: Adam steps then Gauss–Newton iterations that fit the initial condition.
+        fit_n_params: parameters per Gauss–Newton iteration of that fit (0: all, -1: as ``n_params``). The
+            fit starts far from its target, where full steps converge much faster than random subsets.
         width, depth, harmonics, activation: the network (a periodic-embedding MLP).
         seed: PRNG seed.
     """
@@ -52,6 +54,7 @@ class TengConfig(eqx.Module):
     damping: float = 1e-12
     fit_steps: int = 2000
     fit_gn_steps: int = 50
+    fit_n_params: int = 0
     width: int = 24
     depth: int = 3
     harmonics: int = 3
@@ -65,8 +68,8 @@ class TengConfig(eqx.Module):
             raise ValueError(f"unknown integrator {self.integrator!r}; choose one of {INTEGRATORS}")
         if self.lstsq not in LSTSQ:
             raise ValueError(f"unknown least-squares solver {self.lstsq!r}; choose one of {LSTSQ}")
-        if self.iterations < 1 or self.n_points < 4 or self.n_params < 0:
-            raise ValueError("need iterations >= 1, n_points >= 4 and n_params >= 0")
+        if self.iterations < 1 or self.n_points < 4 or self.n_params < 0 or self.fit_n_params < -1:
+            raise ValueError("need iterations >= 1, n_points >= 4, n_params >= 0 and fit_n_params >= -1")
 
 
 def spatial_rhs(problem: Problem) -> Callable:
@@ -210,12 +213,14 @@ def teng(
     # ---- fit the initial condition: Adam, then damped Gauss-Newton to high precision
     target0 = jax.vmap(u0)(X)
     theta = _fit_adam(u_at, theta, X, target0, config.fit_steps)
-    project = _projector(u_at, jac_at, X, theta.size, config)
+    fit_params = config.n_params if config.fit_n_params == -1 else config.fit_n_params
+    fit = jax.jit(_projector(u_at, jac_at, X, theta.size, config, fit_params))
+    project = _projector(u_at, jac_at, X, theta.size, config, config.n_params)
     # The projection, the right-hand side and the field are compiled once each and the time stepper is
     # Python glue between them: a jitted RK4 step would inline four copies of the Gauss-Newton loop and
     # compile several times longer, for no gain at these sizes (each call is milliseconds of work or more).
     project = jax.jit(project)
-    theta, lam = project(theta, jnp.asarray(1e-3, dtype), target0, ks, config.fit_gn_steps)
+    theta, lam = fit(theta, jnp.asarray(1e-3, dtype), target0, ks, config.fit_gn_steps)
     fit_err = float(jnp.linalg.norm(u_at(theta, X) - target0) / jnp.linalg.norm(target0))
     step = _stepper(jax.jit(u_at), jax.jit(n_at), project, X, config)
     predict = jax.jit(lambda th: u_at(th, jnp.asarray(space, dtype)))
@@ -301,7 +306,7 @@ def _fit_adam(u_at, theta, X, target, steps):
     return run(theta)
 
 
-def _projector(u_at, jac_at, X, n_theta: int, config: TengConfig):
+def _projector(u_at, jac_at, X, n_theta: int, config: TengConfig, n_params: int):
     """``project(theta, lam, target, key, iters) -> (theta, lam)``: damped Gauss–Newton
     (Levenberg–Marquardt) iterations fitting ``u(X; theta)`` to ``target``.
 
@@ -312,7 +317,7 @@ def _projector(u_at, jac_at, X, n_theta: int, config: TengConfig):
     this is the natural-gradient step of the paper; far from it (the initial fit) the damping and the
     acceptance test keep it from diverging, as undamped Gauss–Newton does from a rough start.
     """
-    k = n_theta if config.n_params == 0 or config.n_params >= n_theta else config.n_params
+    k = n_theta if n_params == 0 or n_params >= n_theta else n_params
     lam_min = config.damping
 
     def solve(J, r, lam):

@@ -85,7 +85,7 @@ def test_euler_step_matches_first_order_update():
     devs = []
     for dt in (1e-3, 1e-4):
         c = TengConfig(dt=dt, integrator="euler", iterations=3, damping=1e-14)
-        step = jax.jit(_stepper(uX, n_at, _projector(uX, jac_at, X, theta.size, c), X, c))
+        step = jax.jit(_stepper(uX, n_at, _projector(uX, jac_at, X, theta.size, c, 0), X, c))
         th1, _ = step(theta, jnp.asarray(1e-14), jnp.asarray(0.0), jax.random.PRNGKey(0))
         du = np.asarray(u_at(th1) - u_at(theta)) / dt
         devs.append(np.linalg.norm(du - PN) / np.linalg.norm(PN))
@@ -128,7 +128,7 @@ def test_parameter_subsets_and_other_solvers_reach_the_full_projection(lstsq):
     prob = heat1d()
     base = dict(dt=0.1, integrator="rk4", n_points=32, fit_steps=0, fit_gn_steps=3)
     full = teng(prob, TengConfig(**base, iterations=1), field=linear_field(prob), progress=False)
-    cfg = TengConfig(**{**base, "fit_gn_steps": 40}, iterations=12, n_params=3)
+    cfg = TengConfig(**{**base, "fit_gn_steps": 40}, iterations=12, n_params=3, fit_n_params=-1)
     sub = teng(prob, cfg, field=linear_field(prob), progress=False)
     other = teng(prob, TengConfig(**base, iterations=1, lstsq=lstsq), field=linear_field(prob), progress=False)
     assert full.rel_l2 < 1e-6
