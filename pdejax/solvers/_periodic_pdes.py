@@ -52,20 +52,26 @@ def advection(grid: PeriodicGrid, velocity, dt: float) -> ETDRK:
     return ETDRK(grid, symbol, None, dt)
 
 
-def burgers(grid: PeriodicGrid, nu: float, dt: float, order: int = 4, dealias: float | None = 2 / 3) -> ETDRK:
-    """1D viscous Burgers ``u_t + (u^2/2)_x = nu u_xx`` (conservative form), 2/3-dealiased."""
-    _positive(nu=nu)
-    if grid.ndim != 1:
-        raise ValueError(f"burgers is 1D; got a grid with {grid.ndim} axes")
+def _quadratic_flux(grid: PeriodicGrid, coefficient: float, dealias: float | None):
+    """``v_hat -> FFT(-coefficient (u^2 / 2)_x)``, 2/3-dealiased: the nonlinearity of Burgers, KdV and KS."""
     (k,) = grid.wavenumbers()
     ik = jnp.asarray(1j * k)
     da = _dealias(grid, dealias)
 
     def nonlinear(v):
         u = grid.ifft(da(v))
-        return da(-0.5 * ik * grid.fft(u * u))
+        return da(-0.5 * coefficient * ik * grid.fft(u * u))
 
-    return ETDRK(grid, -nu * k**2, nonlinear, dt, order)
+    return nonlinear
+
+
+def burgers(grid: PeriodicGrid, nu: float, dt: float, order: int = 4, dealias: float | None = 2 / 3) -> ETDRK:
+    """1D viscous Burgers ``u_t + (u^2/2)_x = nu u_xx`` (conservative form), 2/3-dealiased."""
+    _positive(nu=nu)
+    if grid.ndim != 1:
+        raise ValueError(f"burgers is 1D; got a grid with {grid.ndim} axes")
+    (k,) = grid.wavenumbers()
+    return ETDRK(grid, -nu * k**2, _quadratic_flux(grid, 1.0, dealias), dt, order)
 
 
 def kdv(
@@ -81,13 +87,7 @@ def kdv(
     if grid.ndim != 1:
         raise ValueError(f"kdv is 1D; got a grid with {grid.ndim} axes")
     (k,) = grid.wavenumbers()
-    ik = jnp.asarray(1j * k)
-    da = _dealias(grid, dealias)
-
-    def nonlinear(v):
-        u = grid.ifft(da(v))
-        return da(-0.5 * convection * ik * grid.fft(u * u))
-
+    nonlinear = _quadratic_flux(grid, convection, dealias)
     # u_xxx has symbol (ik)^3 = -i k^3, so -dispersion u_xxx has symbol +i dispersion k^3
     return ETDRK(grid, 1j * dispersion * k**3, nonlinear, dt, order)
 
@@ -97,14 +97,7 @@ def kuramoto_sivashinsky(grid: PeriodicGrid, dt: float, order: int = 4, dealias:
     if grid.ndim != 1:
         raise ValueError(f"kuramoto_sivashinsky is 1D; got a grid with {grid.ndim} axes")
     (k,) = grid.wavenumbers()
-    ik = jnp.asarray(1j * k)
-    da = _dealias(grid, dealias)
-
-    def nonlinear(v):
-        u = grid.ifft(da(v))
-        return da(-0.5 * ik * grid.fft(u * u))
-
-    return ETDRK(grid, k**2 - k**4, nonlinear, dt, order)
+    return ETDRK(grid, k**2 - k**4, _quadratic_flux(grid, 1.0, dealias), dt, order)
 
 
 def allen_cahn(
