@@ -35,9 +35,11 @@ class TengConfig(eqx.Module):
         n_points: sample points per spatial axis (a uniform periodic grid, the paper's quadrature).
         n_params: parameters updated per Gauss–Newton iteration, drawn at random each time (0: all; the
             paper updates random subsets of 1024-1536 of them to keep the Jacobian small).
-        lstsq: least-squares solver for ``J dtheta = r``: 'qr' (lineax QR), 'svd' (lineax SVD) or 'normal'
-            (normal equations, Cholesky, with ``damping``).
-        damping: Tikhonov damping added to the normal equations (relative to their largest diagonal entry).
+        lstsq: least-squares solver for the damped ``J dtheta = r``: 'qr' (default; lineax QR of the tall
+            system ``[J; sqrt(lam) s I]``), 'svd' (lineax SVD of it) or 'normal' (Cholesky on the damped
+            normal equations: cheaper, but squares the condition number).
+        damping: the floor of the Levenberg–Marquardt damping ``lam`` (relative to the largest squared
+            column norm of ``J``).
         fit_steps, fit_gn_steps: Adam steps then Gauss–Newton iterations that fit the initial condition.
         fit_n_params: parameters per Gauss–Newton iteration of that fit (0: all, -1: as ``n_params``). The
             fit starts far from its target, where full steps converge much faster than random subsets.
