@@ -10,7 +10,7 @@ import platform
 import sys
 from pathlib import Path
 
-METHODS = ("pinn", "teng")
+METHODS = ("pinn", "lpinn", "teng")
 MODELS = ("mlp", "fourier", "modified")
 
 
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("solve", help="train/solve one problem and write metrics, plots and a checkpoint")
     s.add_argument("problem", help="problem name (see 'pdejax list')")
-    s.add_argument("--method", default="pinn", help=f"solution method: {', '.join(METHODS)}")
+    s.add_argument("--method", default=None, help=f"solution method: {', '.join(METHODS)} (default: pinn)")
     s.add_argument(
         "--optimizer",
         default=None,
@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         required=True,
         help="comma-separated: PINN optimizers (adam, config, mconfig, multiadam, lra, pcgrad, "
-        "each optionally +lbfgs) or methods (pinn = adam+lbfgs; teng, float64 with its preset)",
+        "each optionally +lbfgs) or methods (pinn = adam+lbfgs; lpinn, Lagrangian PINN; teng, float64 with "
+        "its preset)",
     )
     c.add_argument("--steps", type=_positive_int, default=None, help="first-phase steps, the same for every method")
     c.add_argument("--lbfgs-steps", type=_nonneg_int, default=None, help="L-BFGS iterations for +lbfgs methods")
@@ -219,7 +220,7 @@ _SETTING_FLAGS = {
 
 
 def _solve(args) -> int:
-    if args.method not in METHODS:
+    if args.method is not None and args.method not in METHODS:
         raise CLIError(f"unknown method {args.method!r}; choose one of: {', '.join(METHODS)}")
     run = None
     if args.resume is not None:
@@ -232,6 +233,10 @@ def _solve(args) -> int:
             raise CLIError(f"--resume {args.resume!r}: run.json is unreadable ({e})") from None
         if run.get("problem") != args.problem:
             raise CLIError(f"--resume {args.resume!r} holds a run of {run.get('problem')!r}, not {args.problem!r}")
+        if args.method is not None and args.method != run.get("method", "pinn"):
+            raise CLIError(f"--resume {args.resume!r} holds a {run.get('method', 'pinn')} run, not {args.method}")
+        args.method = run.get("method", "pinn")
+    args.method = args.method or "pinn"
     if args.method == "teng":
         return _solve_teng(args)
     if args.dt is not None or args.integrator is not None:
@@ -252,10 +257,18 @@ def _solve(args) -> int:
     overrides = {v: getattr(args, k) for k, v in _SETTING_FLAGS.items()}
     overrides["n_points"] = _points(problem, args.points)
     optimizer = args.optimizer or (run["settings"]["optimizer"] if run else "adam+lbfgs")
+    lpinn = args.method == "lpinn"
     try:
+        if lpinn:
+            _lpinn_flags(args, optimizer)
+            pinns.lagrangian_form(problem)  # a clear error for problems without a convective velocity
         if run is not None:
             settings = dict(run["settings"])
             settings.update({k: v for k, v in overrides.items() if v is not None and k in ("steps", "lbfgs_steps")})
+        elif lpinn:
+            overrides.pop("constraints")
+            overrides.pop("adaptive")
+            settings = pinns.lpinn_settings(**overrides)
         else:
             settings = pinns.settings_for(problem, optimizer, **overrides)
     except ValueError as e:
@@ -274,7 +287,8 @@ def _solve(args) -> int:
         ),
     )
     try:
-        sol = pinns.solve(problem, settings, out_dir=out, resume=run is not None, progress=not args.no_progress)
+        run_solve = pinns.solve_lpinn if lpinn else pinns.solve
+        sol = run_solve(problem, settings, out_dir=out, resume=run is not None, progress=not args.no_progress)
     except CheckpointError as e:
         raise CLIError(str(e)) from None
     except pinns.TrainingDiverged as e:
@@ -310,6 +324,19 @@ def _solve(args) -> int:
     rel = "n/a" if res.rel_l2 is None else f"{res.rel_l2:.3e}"
     print(f"{problem.name}: rel_l2={rel} steps={res.steps} wall_time={res.wall_time_s:.1f}s -> {out}")
     return 0
+
+
+def _lpinn_flags(args, optimizer: str) -> None:
+    """Reject the PINN flags an LPINN does not use (its constraints are built in, its optimizer fixed)."""
+    unsupported = {"--constraints": args.constraints, "--adaptive": args.adaptive}
+    given = [k for k, v in unsupported.items() if v is not None]
+    if optimizer != "adam+lbfgs":
+        given.append("--optimizer")
+    if given:
+        raise CLIError(
+            f"{', '.join(given)} not used by --method lpinn (initial/boundary conditions are exact in its "
+            "Lagrangian field; it trains with Adam then L-BFGS)"
+        )
 
 
 def _solve_teng(args) -> int:
@@ -429,12 +456,12 @@ def _compare(args) -> int:
     problem = _problem(args.problem, args.param)
     optimizers = []
     for m in methods:
-        if m == "teng":
-            optimizers.append(None)
+        if m in ("teng", "lpinn"):
+            optimizers.append(m)
             continue
         opt = "adam+lbfgs" if m == "pinn" else m
         if opt not in pinns.OPTIMIZERS:
-            raise CLIError(f"unknown method {m!r}; choose from pinn, teng, {', '.join(pinns.OPTIMIZERS)}")
+            raise CLIError(f"unknown method {m!r}; choose from pinn, lpinn, teng, {', '.join(pinns.OPTIMIZERS)}")
         optimizers.append(opt)
     overrides = {
         "steps": args.steps,
@@ -446,19 +473,25 @@ def _compare(args) -> int:
     }
     runs = []
     for method, opt in zip(methods, optimizers):
-        if opt is None:
+        if opt == "teng":
             runs.extend(_compare_teng(problem, args, x64=args.x64))
             continue
         for seed in range(args.seeds):
             extra = {"lbfgs_steps": args.lbfgs_steps} if "lbfgs" in opt else {}
             try:
-                settings = pinns.settings_for(problem, opt, seed=seed, **overrides, **extra)
+                if opt == "lpinn":
+                    pinns.lagrangian_form(problem)
+                    lp = {k: v for k, v in overrides.items() if k != "constraints"}
+                    settings = pinns.lpinn_settings(seed=seed, lbfgs_steps=args.lbfgs_steps, **lp)
+                else:
+                    settings = pinns.settings_for(problem, opt, seed=seed, **overrides, **extra)
             except ValueError as e:
-                raise CLIError(str(e)) from None
+                raise CLIError(f"{method}: {e}") from None
             if not args.no_progress:
                 print(f"[{method} seed {seed}]", file=sys.stderr)
             try:
-                sol = pinns.solve(problem, settings, progress=not args.no_progress)
+                run_solve = pinns.solve_lpinn if opt == "lpinn" else pinns.solve
+                sol = run_solve(problem, settings, progress=not args.no_progress)
             except ValueError as e:
                 raise CLIError(f"{method}: {e}") from None
             except pinns.TrainingDiverged as e:

@@ -95,6 +95,8 @@ def test_reference_writes_npz(tmp_path):
         (["solve", "heat2d", "--method", "teng", "--dt", "0.03"], "must divide"),
         (["solve", "heat2d", "--method", "teng", "--steps", "5"], "not used by --method teng"),
         (["solve", "heat2d", "--dt", "0.1"], "options of --method teng"),
+        (["solve", "reaction_diffusion", "--method", "lpinn"], "Supported problems: burgers, burgers_teng, convection"),
+        (["solve", "convection", "--method", "lpinn", "--constraints", "soft"], "not used by --method lpinn"),
         (["frobnicate"], "invalid choice"),
         ([], "required"),
     ],
@@ -227,3 +229,21 @@ def test_compare_teng_against_a_pinn(tmp_path, capsys, monkeypatch):
     # four TENG steps from a Gauss-Newton initial fit vs 30 Adam steps of a PINN: orders of magnitude apart
     assert float(rows["teng"][2]) < 1e-3 * float(rows["adam"][2])
     assert "| teng |" in (out / "compare.md").read_text()
+
+
+def test_solve_lpinn_writes_eulerian_metrics_and_resumes(tmp_path, capsys):
+    out = tmp_path / "lp"
+    args = ["solve", "convection", "--param", "beta=50", "--method", "lpinn", "--steps", "100"]
+    code = main([*args, "--lbfgs-steps", "150", "--width", "16", "--depth", "2", "--out", str(out), "--no-progress"])
+    assert code == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["method"] == "lpinn" and m["steps"] == 250 and m["params"] == {"beta": 50.0, "nu": 0.0}
+    assert set(m["loss_terms"]) == {"characteristic", "state"}
+    # rel. L2 on the Eulerian grid against sin(x - 50 t): a short float32 run is already well below the
+    # vanilla PINN's ~0.9 at beta = 50 (benchmarks/failure_modes.py)
+    assert 0 < m["rel_l2"] < 5e-2
+    for name in ("solution.png", "loss.png", "checkpoint.npz"):
+        assert (out / name).stat().st_size > 0
+    assert main(["solve", "convection", "--resume", str(out), "--lbfgs-steps", "170", "--no-progress"]) == 0
+    m2 = json.loads((out / "metrics.json").read_text())
+    assert m2["steps"] == 270 and m2["method"] == "lpinn" and m2["rel_l2"] <= m["rel_l2"] * 1.01

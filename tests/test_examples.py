@@ -25,3 +25,15 @@ def test_custom_residual_example_trains_to_low_error():
     losses = np.asarray(problem.losses(u, problem.sample(jax.random.PRNGKey(0))))
     assert np.all(losses < 1e-24)
     assert mod.main(steps=300, lbfgs_steps=50, progress=False) < 1e-2
+
+
+def test_lpinn_example_shows_the_failure_and_the_fix():
+    import jax
+
+    jax.config.update("jax_enable_x64", False)  # the example's (and the literature's) float32 setting
+    try:
+        out = _load("lpinn_convection").main(beta=40.0, pinn_steps=400, lpinn_steps=200, progress=False)
+    finally:
+        jax.config.update("jax_enable_x64", True)
+    # the Eulerian PINN stays near a smooth wrong solution; the LPINN tracks the characteristics
+    assert out["pinn"] > 0.3 and out["lpinn"] < 5e-2

@@ -1,6 +1,20 @@
 """Physics-informed neural networks: neural fields, hard constraints, loss terms and the trainer."""
 
+from ._curriculum import curriculum, curriculum_problems, ramp
 from ._field import CONSTRAINTS, Field, make_field, predict
+from ._lpinn import (
+    LAGRANGIAN_FORMS,
+    LPINN_DEFAULTS,
+    LagrangianField,
+    LagrangianForm,
+    eulerian_predict,
+    lagrangian_form,
+    lagrangian_problem,
+    lagrangian_residuals,
+    lpinn_settings,
+    make_lagrangian_field,
+    solve_lpinn,
+)
 from ._models import ACTIVATIONS, MLP, MODELS, Dense, FourierFeatureMLP, ModifiedMLP, get_activation
 from ._multiloss import (
     LENGTHS,
@@ -65,4 +79,18 @@ __all__ = [
     "teng_field",
     "teng_config_for",
     "TENG_PRESETS",
+    "curriculum",
+    "curriculum_problems",
+    "ramp",
+    "LAGRANGIAN_FORMS",
+    "LPINN_DEFAULTS",
+    "LagrangianField",
+    "LagrangianForm",
+    "eulerian_predict",
+    "lagrangian_form",
+    "lagrangian_problem",
+    "lagrangian_residuals",
+    "lpinn_settings",
+    "make_lagrangian_field",
+    "solve_lpinn",
 ]

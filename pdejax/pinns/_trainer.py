@@ -252,6 +252,7 @@ def train(
     progress: bool = True,
     reference: tuple[np.ndarray, np.ndarray] | None = None,
     on_chunk: Callable[[int, np.ndarray], None] | None = None,
+    predictor: Callable[[Any, np.ndarray], np.ndarray] = predict,
 ) -> TrainResult:
     """Train ``field`` to minimise the weighted sum of ``problem``'s loss terms.
 
@@ -272,6 +273,8 @@ def train(
         reference: ``(points (n, d), values)`` to measure rel. L2 on (default: the problem's eval grid
             and reference, if it has one; ``False``: no evaluation).
         on_chunk: called as ``on_chunk(step, loss_rows)`` after every chunk.
+        predictor: ``predictor(field, points) -> values`` compared with the reference (default
+            :func:`predict`; an LPINN maps its Lagrangian field back to the Eulerian grid here).
 
     Returns:
         :class:`TrainResult`. Raises :class:`TrainingDiverged` on NaN/Inf (after saving the last finite
@@ -333,7 +336,7 @@ def train(
             msg = {"loss": f"{float(np.dot(weights, rows[-1])):.3e}"}
             due = config.eval_every and step // config.eval_every > (step - n) // config.eval_every
             if reference is not None and (step == total or due):
-                err = relative_l2(predict(trainer.field(state), reference[0]), reference[1])
+                err = relative_l2(predictor(trainer.field(state), reference[0]), reference[1])
                 eval_steps.append(step)
                 eval_vals.append(err)
                 eval_times.append(time.perf_counter() - start)

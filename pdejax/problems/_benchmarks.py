@@ -127,13 +127,17 @@ def allen_cahn(d: float = 1e-4, gamma: float = 5.0) -> Problem:
 
 
 # ------------------------------------------------------------------------- convection / reaction–diffusion
-def convection(beta: float = 10.0) -> Problem:
-    """1D advection ``u_t + beta u_x = 0`` on ``[0, 2 pi]`` periodic, ``t in [0, 1]``, ``u0 = sin x``
-    (Krishnapriyan et al., NeurIPS 2021). Reference: ``sin(x - beta t)``."""
+def convection(beta: float = 10.0, nu: float = 0.0) -> Problem:
+    """1D advection(-diffusion) ``u_t + beta u_x = nu u_xx`` on ``[0, 2 pi]`` periodic, ``t in [0, 1]``,
+    ``u0 = sin x`` (Krishnapriyan et al., NeurIPS 2021, with ``nu = 0``). Reference: the exact solution
+    ``exp(-nu t) sin(x - beta t)``."""
     _finite(beta=beta)
+    if not nu >= 0 or not math.isfinite(nu):
+        raise ValueError(f"nu must be a finite number >= 0, got {nu}")
 
     def pde(u, x):
-        return partial(u, x, 1) + beta * partial(u, x, 0)
+        r = partial(u, x, 1) + beta * partial(u, x, 0)
+        return r - nu * partial(u, x, 0, 0) if nu else r
 
     return Problem(
         name="convection",
@@ -141,12 +145,12 @@ def convection(beta: float = 10.0) -> Problem:
         terms={
             "pde": Term(pde, "interior", 2048),
             "ic": initial_term(lambda xs: jnp.sin(xs[0]), 256),
-            "periodic": periodic_term(0, 2 * math.pi, derivatives=0, n_points=128),
+            "periodic": periodic_term(0, 2 * math.pi, derivatives=1 if nu else 0, n_points=128),
         },
-        params={"beta": beta},
-        reference_fn=lambda p: np.sin(p[:, 0] - beta * p[:, 1]),
+        params={"beta": beta, "nu": nu},
+        reference_fn=lambda p: np.exp(-nu * p[:, 1]) * np.sin(p[:, 0] - beta * p[:, 1]),
         eval_shape=(256, 100),
-        description="u_t + beta u_x = 0, x in [0,2pi] periodic, u0=sin x; exact reference",
+        description="u_t + beta u_x = nu u_xx, x in [0,2pi] periodic, u0=sin x; exact reference",
     )
 
 

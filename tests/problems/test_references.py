@@ -213,6 +213,7 @@ def _exact_fields():
 
     return {
         ("convection", (("beta", 30.0),)): lambda x: jnp.sin(x[0] - 30.0 * x[1]),
+        ("convection", (("beta", 30.0), ("nu", 0.5))): lambda x: jnp.exp(-0.5 * x[1]) * jnp.sin(x[0] - 30.0 * x[1]),
         ("poisson2d", (("k", 2.0),)): lambda x: jnp.sin(2 * jnp.pi * x[0]) * jnp.sin(2 * jnp.pi * x[1]) + x[0] * x[1],
         ("helmholtz2d", ()): lambda x: jnp.sin(jnp.pi * x[0]) * jnp.sin(4 * jnp.pi * x[1]),
         ("kovasznay", ()): kovasznay,
