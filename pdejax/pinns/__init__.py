@@ -2,6 +2,17 @@
 
 from ._curriculum import curriculum, curriculum_problems, ramp
 from ._field import CONSTRAINTS, Field, make_field, predict
+from ._hard import (
+    BasisField,
+    ConstraintNotConverged,
+    ConstraintStats,
+    HardConstraintField,
+    LinearField,
+    constraint_residuals,
+    make_hard_constraint_field,
+    solve_coefficients,
+    tabulate,
+)
 from ._lpinn import (
     LAGRANGIAN_FORMS,
     LPINN_DEFAULTS,
@@ -93,4 +104,13 @@ __all__ = [
     "lpinn_settings",
     "make_lagrangian_field",
     "solve_lpinn",
+    "BasisField",
+    "ConstraintNotConverged",
+    "ConstraintStats",
+    "HardConstraintField",
+    "LinearField",
+    "constraint_residuals",
+    "make_hard_constraint_field",
+    "solve_coefficients",
+    "tabulate",
 ]

@@ -195,6 +195,71 @@ def reaction_diffusion(nu: float = 5.0, rho: float = 5.0) -> Problem:
     )
 
 
+# ------------------------------------------------------------------------------- diffusion–sorption
+class _DiffusionSorptionReference:
+    """Method-of-lines reference for :func:`diffusion_sorption`: second-order finite differences on ``n``
+    nodes, Kvaerno5 (stiff) with rtol 1e-8, cached on disk per set of output times; linear interpolation
+    in ``x`` between nodes."""
+
+    def __init__(self, D: float, n: int = 513):
+        self.D, self.n = D, n
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        import jax
+
+        from ..solvers import diffusion_sorption as ds_system
+        from ..solvers import solve_mol
+        from ._cache import cached
+
+        times, inverse = np.unique(points[:, 1], return_inverse=True)
+        if times[0] > 0:
+            times = np.concatenate([[0.0], times])
+            inverse = inverse + 1
+
+        def compute():
+            with jax.enable_x64(True):
+                system = ds_system(self.n, self.D)
+                u0 = np.zeros(self.n)
+                u0[0] = 1.0
+                ys = solve_mol(system, jax.numpy.asarray(u0), jax.numpy.asarray(times), rtol=1e-8, atol=1e-10)
+                return {"u": np.asarray(ys, np.float64)}
+
+        u = cached("diffusion_sorption", {"v": 1, "D": self.D, "n": self.n, "times": times}, compute)["u"]
+        nodes = np.linspace(0.0, 1.0, self.n)
+        out = np.empty(points.shape[0])
+        for j in range(times.size):
+            sel = inverse.ravel() == j
+            out[sel] = np.interp(points[sel, 0], nodes, u[j])
+        return out
+
+
+def diffusion_sorption(D: float = 5e-4, T: float = 500.0) -> Problem:
+    """PDEBench's 1D diffusion–sorption ``u_t = D / R(u) u_xx`` on ``[0, 1] x [0, T]``, Freundlich
+    retardation ``R(u)`` (:func:`pdejax.solvers.retardation`), ``u(x, 0) = 0``, ``u(0, t) = 1``, outflow
+    ``u(1, t) + D u_x(1, t) = 0`` (Takamoto et al., NeurIPS 2022; the PI-HC setting of Chalapathi et al.,
+    ICLR 2024). Reference: method of lines (``pdejax.solvers.diffusion_sorption``, 513 nodes)."""
+    _positive(D=D, T=T)
+    from ..solvers import retardation
+
+    def pde(u, x):
+        return partial(u, x, 1) - D / retardation(u(x)) * partial(u, x, 0, 0)
+
+    return Problem(
+        name="diffusion_sorption",
+        domain=Interval(0.0, 1.0, time=(0.0, T)),
+        terms={
+            "pde": Term(pde, "interior", 2048),
+            "ic": initial_term(lambda xs: jnp.zeros(()), 256),
+            "inflow": dirichlet_term(lambda x: jnp.ones(()), 128, region="face:0:lo"),
+            "outflow": Term(lambda u, x: u(x) + D * partial(u, x, 0), "face:0:hi", 128, kind="boundary"),
+        },
+        params={"D": D, "T": T},
+        reference_fn=_DiffusionSorptionReference(D),
+        eval_shape=(257, 101),
+        description="u_t = D/R(u) u_xx (Freundlich sorption), u(0,t)=1, outflow at x=1; method-of-lines reference",
+    )
+
+
 # ----------------------------------------------------------------------------------------------- heat
 def _heat_factor(x: np.ndarray, t: np.ndarray, f, nu: float, n: int = 128) -> np.ndarray:
     """Exact 1D heat flow ``exp(t nu d_xx) f`` on ``[0, 2 pi)`` for a smooth periodic ``f``: its Fourier

@@ -16,7 +16,7 @@ from ._derivatives import partial, prefetch
 from ._domain import Domain
 from ._sampling import METHODS, check_region, float_dtype, sample
 
-KINDS = ("residual", "initial", "dirichlet", "periodic", "data")
+KINDS = ("residual", "initial", "dirichlet", "periodic", "boundary", "data")
 
 
 class Term(eqx.Module):
@@ -29,8 +29,9 @@ class Term(eqx.Module):
         region: 'interior', 'boundary', 'initial' or 'face:<axis>:<lo|hi>'.
         n_points: how many points to sample for this term.
         weight: default weight in the total loss.
-        kind: 'residual' (a PDE), 'initial', 'dirichlet', 'periodic' or 'data'. Initial, Dirichlet and
-            periodic terms can be replaced by hard constraints (see ``target``, ``axis``).
+        kind: 'residual' (a PDE), 'initial', 'dirichlet', 'periodic', 'boundary' (any other boundary
+            condition, e.g. Robin; always a loss term) or 'data'. Initial, Dirichlet and periodic terms can
+            be replaced by hard constraints (see ``target``, ``axis``).
         target: for 'initial', ``u0(x_spatial)``; for 'dirichlet', ``g(x)`` on the boundary.
         components: output components a Dirichlet term constrains (``None``: all).
         axis: the periodic spatial axis of a 'periodic' term.

@@ -86,6 +86,7 @@ for _factory in (
     _benchmarks.burgers,
     _benchmarks.burgers_teng,
     _benchmarks.convection,
+    _benchmarks.diffusion_sorption,
     _benchmarks.heat2d,
     _benchmarks.helmholtz2d,
     _benchmarks.kovasznay,
