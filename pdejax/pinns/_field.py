@@ -190,6 +190,13 @@ def _initial_is_compatible(problem: Problem, periodic: tuple[int, ...], dirichle
     return True
 
 
+def ready(field: Callable) -> Callable:
+    """The callable to evaluate a field with: a field that must solve something first (a hard-constraint
+    field solves for its coefficients) exposes ``prepared()``, called once here; others are returned as is."""
+    prepared = getattr(field, "prepared", None)
+    return prepared() if callable(prepared) else field
+
+
 @eqx.filter_jit
 def _eval_batch(field, points):
     return jax.vmap(field)(points)
@@ -200,6 +207,8 @@ def predict(field: Callable, points: Float[Array, "n d"], batch: int = 8192) -> 
 
     The last batch is padded to full size so one compiled program serves every batch.
     """
+    if callable(getattr(field, "prepared", None)):
+        field = eqx.filter_jit(ready)(field)  # one solve for all batches
     pts = np.asarray(points, np.dtype(jnp.zeros(()).dtype))
     n = pts.shape[0]
     batch = max(1, min(batch, n))

@@ -20,11 +20,11 @@ from ._models import MODELS
 class ConstraintNotConverged(RuntimeError):
     """The constraint solve stopped before reaching its tolerance; ``steps`` and ``residual`` say how far it got."""
 
-    def __init__(self, steps: int, residual: float, max_steps: int, rtol: float, atol: float):
+    def __init__(self, steps: int, residual: float, max_steps: int, rtol, atol):
         self.steps, self.residual = steps, residual
         super().__init__(
             f"the hard-constraint solve did not converge: {steps} Levenberg-Marquardt iterations (max_steps="
-            f"{max_steps}), constraint residual (rms) {residual:.3e}, tolerances rtol={rtol:g}, atol={atol:g}; "
+            f"{max_steps}), constraint residual (rms) {residual:.3e}, tolerances rtol={rtol}, atol={atol}; "
             "use more max_steps, fewer constraint points or more basis functions"
         )
 
@@ -154,9 +154,9 @@ def solve_coefficients(
     *,
     weights: Mapping[str, float] | None = None,
     w0: Float[Array, " N"] | None = None,
-    rtol: float = 1e-8,
-    atol: float = 1e-10,
-    max_steps: int = 64,
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_steps: int = 256,
     ridge: float = 1e-6,
     adjoint: optx.AbstractAdjoint | None = None,
 ) -> tuple[Float[Array, " N"], ConstraintStats]:
@@ -173,7 +173,8 @@ def solve_coefficients(
         basis: the basis functions ``(d,) -> (N,)``.
         points: ``{term: (n, d)}`` constraint points (any subset of the terms).
         weights: per-term weights (default: the terms' own).
-        w0, rtol, atol, max_steps, adjoint: solver settings.
+        w0, rtol, atol, max_steps, adjoint: solver settings (tolerances default to 1e-8 / 1e-10 in float64,
+            1e-5 / 1e-6 in float32).
         ridge: Tikhonov weight ``lambda``: minimises ``||r(w)||^2 + lambda ||w||^2`` (0: none).
 
     Returns:
@@ -181,9 +182,16 @@ def solve_coefficients(
         :meth:`HardConstraintField.solve`).
     """
     tables = tabulate(problem, basis, points)
+    # non-finite basis values (diverged weights) would make lineax raise inside the jitted step; solve on
+    # zeros instead and report the failure through the stats (the caller turns it into NaN)
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree_util.tree_leaves(tables)]))
+    tables = jax.tree_util.tree_map(lambda v: jnp.where(finite, v, 0.0), tables)
     n = basis.size
     dtype = next(iter(points.values())).dtype
     w0 = jnp.zeros((n,), dtype) if w0 is None else w0
+    x64 = dtype == jnp.float64
+    rtol = rtol if rtol is not None else (1e-8 if x64 else 1e-5)
+    atol = atol if atol is not None else (1e-10 if x64 else 1e-6)
 
     def residual(w, tabs):
         r = constraint_residuals(problem, tabs, points, w, weights)
@@ -200,9 +208,31 @@ def solve_coefficients(
         adjoint=adjoint or optx.ImplicitAdjoint(),
     )
     r = constraint_residuals(problem, jax.lax.stop_gradient(tables), points, jax.lax.stop_gradient(sol.value), weights)
-    m = r.shape[0]
-    stats = ConstraintStats(sol.stats["num_steps"], jnp.sqrt(jnp.sum(r**2) / m), sol.result == optx.RESULTS.successful)
-    return sol.value, stats
+    rms = jnp.sqrt(jnp.mean(r**2))
+    # Levenberg-Marquardt stops on small steps; with more basis functions than constraints it can creep
+    # along weakly determined directions long after the constraints hold, so a residual at the
+    # tolerance also counts as converged
+    met = rms <= atol + rtol * jnp.sqrt(jnp.mean(constraint_residuals(problem, tables, points, w0 * 0, weights) ** 2))
+    ok = finite & ((sol.result == optx.RESULTS.successful) | met)
+    return sol.value, ConstraintStats(sol.stats["num_steps"], rms, ok)
+
+
+@jax.custom_vjp
+def _nan_unless(w, ok):
+    """``w`` where the solve converged, NaN otherwise, so the loss turns NaN and training stops. The
+    backward pass sends no NaN cotangent into the implicit adjoint (its linear solve would fail first)."""
+    return jnp.where(ok, w, jnp.nan)
+
+
+def _nan_unless_fwd(w, ok):
+    return _nan_unless(w, ok), ok
+
+
+def _nan_unless_bwd(ok, ct):
+    return jnp.where(ok, ct, 0.0), None
+
+
+_nan_unless.defvjp(_nan_unless_fwd, _nan_unless_bwd)
 
 
 class HardConstraintField(eqx.Module):
@@ -217,15 +247,15 @@ class HardConstraintField(eqx.Module):
         basis: the basis network.
         problem: the problem whose terms are enforced.
         points: the constraint points ``{term: (n, d)}`` (fixed, not trained).
-        rtol, atol, max_steps: Levenberg–Marquardt settings.
+        rtol, atol, max_steps: Levenberg–Marquardt settings (``None``: by dtype, see :func:`solve_coefficients`).
     """
 
     basis: BasisField
     problem: Problem
     points: _Points = eqx.field(static=True)
-    rtol: float = eqx.field(static=True, default=1e-8)
-    atol: float = eqx.field(static=True, default=1e-10)
-    max_steps: int = eqx.field(static=True, default=64)
+    rtol: float | None = eqx.field(static=True, default=None)
+    atol: float | None = eqx.field(static=True, default=None)
+    max_steps: int = eqx.field(static=True, default=256)
 
     def _points(self) -> dict[str, Array]:
         dtype = jnp.zeros(()).dtype
@@ -246,7 +276,14 @@ class HardConstraintField(eqx.Module):
     def prepared(self) -> LinearField:
         """The field with solved coefficients (NaN when the solve did not converge)."""
         w, stats = self.coefficients()
-        return LinearField(self.basis, jnp.where(stats.converged, w, jnp.nan))
+        return LinearField(self.basis, _nan_unless(w, stats.converged))
+
+    def diagnose(self) -> str:
+        """One line on the constraint solve at the current parameters (iterations, residual, converged)."""
+        _, st = eqx.filter_jit(lambda f: f.coefficients())(self)
+        ok = "converged" if bool(st.converged) else f"NOT converged within max_steps={self.max_steps}"
+        steps, res = int(st.steps), float(st.residual)
+        return f"constraint solve: {steps} Levenberg-Marquardt iterations, residual (rms) {res:.3e}, {ok}"
 
     def solve(self) -> tuple[LinearField, ConstraintStats]:
         """Solve the constraints eagerly; raises :class:`ConstraintNotConverged` if they were not met."""
@@ -268,9 +305,9 @@ def make_hard_constraint_field(
     activation: str = "tanh",
     model: str = "fourier",
     n_constraint: Mapping[str, int] | None = None,
-    rtol: float = 1e-8,
-    atol: float = 1e-10,
-    max_steps: int = 64,
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_steps: int = 256,
     key: PRNGKeyArray,
 ) -> HardConstraintField:
     """A :class:`HardConstraintField` for ``problem`` with random (uniform) constraint points.

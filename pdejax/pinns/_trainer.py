@@ -19,7 +19,7 @@ from jaxtyping import Array, Float, PyTree
 
 from .._io import CHECKPOINT_NAME, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from ..problems import SAMPLING_METHODS, Problem, sample
-from ._field import predict
+from ._field import predict, ready
 from ._multiloss import MultiLossTransformation
 
 
@@ -182,10 +182,10 @@ class Trainer:
         static = self.static
 
         def losses(p, points):
-            return problem.losses(eqx.combine(p, static), points)
+            return problem.losses(ready(eqx.combine(p, static)), points)
 
         def draw(key, p):
-            return _draw(problem, config, key, eqx.combine(p, static))
+            return _draw(problem, config, key, ready(eqx.combine(p, static)))
 
         if isinstance(self.first, MultiLossTransformation) and len(problem.terms) < 2:
             raise ValueError(
@@ -327,7 +327,11 @@ def train(
                 if ckpt is not None:
                     _save(ckpt, state, config, history, eval_steps, eval_vals, trainer.lbfgs)
                     saved = str(ckpt)
-                raise TrainingDiverged(step + i, term, saved, what)
+                err = TrainingDiverged(step + i, term, saved, what)
+                diagnose = getattr(trainer.field(state), "diagnose", None)
+                if callable(diagnose):  # e.g. a hard-constraint solve that stopped converging
+                    err.args = (f"{err.args[0]}; at the last finite parameters, {diagnose()}",)
+                raise err
             state = new_state
             history.append(rows)
             step = int(state.step)
@@ -439,7 +443,7 @@ def _per_term_gradients(problem: Problem, static, weights, opt, st: TrainState, 
     names = problem.term_names
 
     def term(k):
-        return lambda p: weights[k] * problem.term_loss(eqx.combine(p, static), names[k], points[names[k]])
+        return lambda p: weights[k] * problem.term_loss(ready(eqx.combine(p, static)), names[k], points[names[k]])
 
     if opt.select is None:
         vals, grads = zip(*(jax.value_and_grad(term(k))(st.params) for k in range(len(names))))

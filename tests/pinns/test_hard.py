@@ -111,3 +111,16 @@ def test_diffusion_sorption_reference_converges_under_refinement():
     # second-order finite differences: halving h divides the change by about four
     e1, e2 = np.max(np.abs(coarse - mid)), np.max(np.abs(mid - fine))
     assert e2 < 0.4 * e1 and e2 < 5e-3, (e1, e2)
+
+
+def test_hard_constraint_field_trains_with_the_pinn_trainer():
+    # the trainer solves the constraints once per step (Field.prepared) and differentiates implicitly
+    from pdejax.pinns import TrainConfig, predict, train
+
+    pb = _toy(nonlinear=False)
+    field = make_hard_constraint_field(pb, n_basis=12, width=16, depth=2, key=jax.random.PRNGKey(4))
+    res = train(pb, field, TrainConfig(steps=60, chunk=30, eval_every=0), progress=False, reference=False)
+    hist = res.loss_history.sum(axis=1)
+    assert np.all(np.isfinite(hist)) and hist[-1] < 0.5 * hist[0]
+    x = jnp.linspace(0, 1, 5)[:, None]
+    np.testing.assert_allclose(predict(res.field, x), np.asarray(jax.vmap(res.field.prepared())(x)), atol=1e-12)
