@@ -104,13 +104,13 @@ def test_diffusion_sorption_reference_converges_under_refinement():
     pb = P.get("diffusion_sorption")
     assert pb.params == {"D": 5e-4, "T": 500.0} and set(pb.terms) == {"pde", "ic", "inflow", "outflow"}
     pts = P.Interval(0.0, 1.0, time=(0.0, 500.0)).grid((33, 3))
-    coarse, mid, fine = (_DiffusionSorptionReference(5e-4, n)(pts) for n in (65, 129, 257))
+    coarse, mid, fine = (_DiffusionSorptionReference(5e-4, n)(pts) for n in (33, 65, 129))
     u = fine.reshape(33, 3)
     assert np.all(u[0, :] == 1.0) and np.all(u[1:, 0] == 0.0)  # inflow and initial state
     assert np.all((u >= -1e-9) & (u <= 1 + 1e-9))
     # second-order finite differences: halving h divides the change by about four
     e1, e2 = np.max(np.abs(coarse - mid)), np.max(np.abs(mid - fine))
-    assert e2 < 0.4 * e1 and e2 < 5e-3, (e1, e2)
+    assert e2 < 0.3 * e1 and e2 < 1e-3, (e1, e2)  # measured: 2.6e-4 then 6.6e-5 (ratio 4.0)
 
 
 def test_hard_constraint_field_trains_with_the_pinn_trainer():
