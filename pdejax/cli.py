@@ -434,9 +434,16 @@ def _compare_teng(problem, args, *, x64: bool) -> list[dict]:
                     "eval_rel_l2": [res.rel_l2],
                 }
             )
+            _report(runs[-1])
     finally:
         jax.config.update("jax_enable_x64", x64)
     return runs
+
+
+def _report(run: dict) -> None:
+    """One line per finished run on stderr, so long comparisons show progress even without bars."""
+    err = "n/a" if run["rel_l2"] is None else f"{run['rel_l2']:.3e}"
+    print(f"pdejax: {run['method']} seed {run['seed']}: rel_l2={err} in {run['wall_time_s']:.1f}s", file=sys.stderr)
 
 
 def _compare(args) -> int:
@@ -522,6 +529,7 @@ def _compare(args) -> int:
                     "eval_rel_l2": res.eval_rel_l2,
                 }
             )
+            _report(runs[-1])
     fields = ["method", "seed", "rel_l2", "wall_time_s", "steps", "steps_per_s"]
     import io
 

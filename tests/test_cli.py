@@ -187,6 +187,9 @@ def test_compare_writes_table_csv_and_plot(tmp_path, capsys):
     md = (out / "compare.md").read_text()
     assert "| adam |" in md and "| config |" in md and "±" in md
     assert (out / "compare.png").stat().st_size > 0
+    # one line per finished run on stderr, even without progress bars
+    err = capsys.readouterr().err.splitlines()
+    assert sum("seed" in ln and "rel_l2=" in ln for ln in err) == 4, err
     line = _one_line_error(capsys, main(["compare", "poisson2d", "--methods", "adam,sgd", "--out", str(out)]))
     assert "unknown method 'sgd'" in line
     # ConFIG needs several loss terms: with hard constraints poisson2d keeps only its residual
