@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import equinox as eqx
-import jax
 import numpy as np
 
 from ..problems import Problem, get
-from ._field import make_field, predict
-from ._trainer import TrainConfig, train
+from ._field import predict
+from ._trainer import train
 
 
 def ramp(target: float, stages: int, start: float = 1.0) -> list[float]:
@@ -47,7 +46,7 @@ def curriculum(problems: Sequence[Problem], settings: dict, *, progress: bool = 
         a :class:`pdejax.pinns.Solution` for ``problems[-1]`` whose ``result`` is the last stage's (its
         ``wall_time_s`` and ``steps`` cover all stages).
     """
-    from ._solve import Solution
+    from ._solve import Solution, field_for, train_config
 
     if not problems:
         raise ValueError("a curriculum needs at least one problem")
@@ -56,38 +55,17 @@ def curriculum(problems: Sequence[Problem], settings: dict, *, progress: bool = 
         raise ValueError("curriculum stages must share the domain and the loss terms")
     n = len(problems)
     steps, lbfgs = int(settings["steps"]), int(settings["lbfgs_steps"])
-    key = jax.random.PRNGKey(int(settings["seed"]))
     backbone = None
     wall, total_steps = 0.0, 0
     for i, problem in enumerate(problems):
-        field, train_problem = make_field(
-            problem,
-            settings["model"],
-            width=int(settings["width"]),
-            depth=int(settings["depth"]),
-            activation=settings["activation"],
-            constraints=settings["constraints"],
-            key=jax.random.fold_in(key, 1),
-        )
+        field, train_problem = field_for(problem, settings)
         if backbone is not None:
             # the new stage's field (its constraints may close over the new parameters) with the old weights
             field = eqx.tree_at(lambda f: f.backbone, field, backbone)
         # an even split, with the remainder on the last (target) stage
         s_i = steps // n + (steps % n if i == n - 1 else 0)
         l_i = lbfgs // n + (lbfgs % n if i == n - 1 else 0)
-        config = TrainConfig(
-            steps=s_i,
-            lbfgs_steps=l_i,
-            learning_rate=float(settings["learning_rate"]),
-            decay_rate=float(settings["decay_rate"]),
-            decay_steps=int(settings["decay_steps"]),
-            sampler=settings["sampler"],
-            resample_every=int(settings["resample_every"]),
-            adaptive=settings.get("adaptive", "none"),
-            n_points=settings["n_points"],
-            seed=int(settings["seed"]) + i,
-            eval_every=0,
-        )
+        config = train_config(settings, steps=s_i, lbfgs_steps=l_i, seed=int(settings["seed"]) + i, eval_every=0)
         last = i == n - 1
         result = train(train_problem, field, config, progress=progress, reference=None if last else False)
         backbone = result.field.backbone

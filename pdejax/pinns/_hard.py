@@ -14,7 +14,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..problems import Problem
 from ..problems._derivatives import Memo, partial
-from ._models import MODELS
+from ._models import MODELS, output_layer
 
 
 class ConstraintNotConverged(RuntimeError):
@@ -50,20 +50,12 @@ class BasisField(eqx.Module):
 
     @property
     def size(self) -> int:
-        return int(_output_size(self.net))
+        return int(output_layer(self.net).weight.shape[0])
 
     def __call__(self, x: Float[Array, " d"]) -> Float[Array, " N"]:
         lo = jnp.asarray(self.lower, x.dtype)
         hi = jnp.asarray(self.upper, x.dtype)
         return self.net(2 * (x - lo) / (hi - lo) - 1)
-
-
-def _output_size(net) -> int:
-    for attr in ("layers", "last"):
-        if hasattr(net, attr):
-            layer = net.layers[-1] if attr == "layers" else net.last
-            return layer.weight.shape[0]
-    return net.mlp.layers[-1].weight.shape[0]
 
 
 class LinearField(eqx.Module):

@@ -13,7 +13,7 @@ import optimistix as optx
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..problems import Interval, Problem, Term, partial
-from ._models import MODELS
+from ._models import MODELS, output_layer
 
 
 class LagrangianForm(eqx.Module):
@@ -50,12 +50,15 @@ def _convection_form(problem: Problem) -> LagrangianForm:
     )
 
 
-def _burgers_form(problem: Problem) -> LagrangianForm:
+def _amplitude(problem: Problem, n: int = 257) -> float:
+    """``max |u0|`` of a 1D problem's initial condition, sampled at ``n`` points of its interval."""
     u0 = problem.initial_condition
-    lo, hi = problem.domain.lo[0], problem.domain.hi[0]
-    xs = jnp.linspace(lo, hi, 257)[:, None]
-    scale = float(jnp.max(jnp.abs(jax.vmap(u0)(xs))))
-    return LagrangianForm(lambda u, x, t: u, float(problem.params["nu"]), max(scale, 1e-6))
+    xs = jnp.linspace(problem.domain.lo[0], problem.domain.hi[0], n)
+    return float(jnp.max(jnp.abs(jax.vmap(lambda x: u0(x[None]))(xs))))
+
+
+def _burgers_form(problem: Problem) -> LagrangianForm:
+    return LagrangianForm(lambda u, x, t: u, float(problem.params["nu"]), max(_amplitude(problem), 1e-6))
 
 
 # problems with a convective velocity, and how to write them along characteristics
@@ -189,8 +192,7 @@ def make_lagrangian_field(
         raise ValueError(f"harmonics must be >= 1, got {harmonics}")
     u0 = problem.initial_condition
     t0, t1 = problem.domain.time
-    xs = jnp.linspace(lo, hi, 257)
-    scale = float(jnp.max(jnp.abs(jax.vmap(lambda x: u0(x[None]))(xs))))
+    scale = _amplitude(problem)
 
     def v0(x0):
         return form.velocity(u0(x0[None]), x0, jnp.asarray(t0, x0.dtype)) if prior else jnp.zeros_like(x0)
@@ -215,19 +217,11 @@ def make_lagrangian_field(
     )
 
 
-def _output_layer(net: eqx.Module):
-    if hasattr(net, "layers"):  # MLP
-        return net.layers[-1]
-    if hasattr(net, "last"):  # modified MLP
-        return net.last
-    return net.mlp.layers[-1]  # Fourier features
-
-
 def _zero_last(net: eqx.Module) -> eqx.Module:
     """``net`` with its output layer's weights and bias set to zero (output 0, gradients still flow)."""
-    last = _output_layer(net)
+    last = output_layer(net)
     zeros = (jnp.zeros_like(last.weight), jnp.zeros_like(last.bias))
-    return eqx.tree_at(lambda m: (_output_layer(m).weight, _output_layer(m).bias), net, zeros)
+    return eqx.tree_at(lambda m: (output_layer(m).weight, output_layer(m).bias), net, zeros)
 
 
 def lagrangian_residuals(form: LagrangianForm, f: Callable, z: Float[Array, " 2"]) -> Float[Array, " 2"]:
@@ -264,7 +258,7 @@ def lagrangian_problem(problem: Problem, form: LagrangianForm | None = None) -> 
     lo, hi, _ = _check_eulerian(problem)
     u0 = problem.initial_condition
     xs = jnp.linspace(lo, hi, 1025)
-    amp = max(float(jnp.max(jnp.abs(jax.vmap(lambda x: u0(x[None]))(xs)))), 1e-12)
+    amp = max(_amplitude(problem, 1025), 1e-12)
     slope = float(jnp.max(jnp.abs(jax.vmap(jax.grad(lambda x: u0(x[None])))(xs))))
     wavenumber = max(slope / amp, 1.0 / (hi - lo))
     t0, t1 = problem.domain.time
@@ -414,8 +408,8 @@ def solve_lpinn(
     Returns:
         a :class:`pdejax.pinns.Solution` whose ``prediction`` is Eulerian, shape ``(n,)``.
     """
-    from ._solve import Solution
-    from ._trainer import TrainConfig, train
+    from ._solve import Solution, train_config
+    from ._trainer import train
 
     s = settings if settings is not None else lpinn_settings()
     form = form if form is not None else lagrangian_form(problem)
@@ -433,18 +427,7 @@ def solve_lpinn(
         key=jax.random.fold_in(key, 1),
     )
     n = int(s["n_points"])
-    config = TrainConfig(
-        steps=int(s["steps"]),
-        lbfgs_steps=int(s["lbfgs_steps"]),
-        learning_rate=float(s["learning_rate"]),
-        decay_rate=float(s["decay_rate"]),
-        decay_steps=int(s["decay_steps"]),
-        sampler=s["sampler"],
-        resample_every=int(s["resample_every"]),
-        n_points={"characteristic": n, "state": n},
-        seed=int(s["seed"]),
-        eval_every=max(1, (int(s["steps"]) + int(s["lbfgs_steps"])) // 10),
-    )
+    config = train_config(s, n_points={"characteristic": n, "state": n})
     points, _ = problem.eval_points()
     ref = problem.reference(points)
     result = train(

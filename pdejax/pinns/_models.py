@@ -163,3 +163,14 @@ class ModifiedMLP(eqx.Module):
 
 
 MODELS = {"mlp": MLP, "fourier": FourierFeatureMLP, "modified": ModifiedMLP}
+
+
+def output_layer(net: eqx.Module) -> Dense:
+    """The output :class:`Dense` layer of any backbone in :data:`MODELS`."""
+    if isinstance(net, MLP):
+        return net.layers[-1]
+    if isinstance(net, ModifiedMLP):
+        return net.last
+    if isinstance(net, FourierFeatureMLP):
+        return net.mlp.layers[-1]
+    raise TypeError(f"not a backbone of pdejax.pinns.MODELS: {type(net).__name__}")

@@ -94,6 +94,42 @@ def settings_for(problem: Problem, optimizer: str = "adam+lbfgs", **overrides) -
     return s
 
 
+def train_config(s: dict, **changes) -> TrainConfig:
+    """The :class:`TrainConfig` of a settings dict (PINN, LPINN or curriculum settings), with ``changes``.
+
+    Rel. L2 is evaluated ten times over the run unless ``eval_every`` is changed.
+    """
+    fields = dict(
+        steps=int(s["steps"]),
+        lbfgs_steps=int(s["lbfgs_steps"]),
+        lbfgs_resample_every=int(s.get("lbfgs_resample_every", 0)),
+        learning_rate=float(s["learning_rate"]),
+        decay_rate=float(s["decay_rate"]),
+        decay_steps=int(s["decay_steps"]),
+        sampler=s["sampler"],
+        resample_every=int(s["resample_every"]),
+        adaptive=s.get("adaptive", "none"),
+        n_points=s["n_points"],
+        seed=int(s["seed"]),
+        eval_every=max(1, (int(s["steps"]) + int(s["lbfgs_steps"])) // 10),
+    )
+    return TrainConfig(**{**fields, **changes})
+
+
+def field_for(problem: Problem, s: dict):
+    """``(field, training_problem)`` from a settings dict: :func:`make_field` with the settings' model,
+    size, activation and constraints, initial weights from ``fold_in(PRNGKey(seed), 1)``."""
+    return make_field(
+        problem,
+        s["model"],
+        width=int(s["width"]),
+        depth=int(s["depth"]),
+        activation=s["activation"],
+        constraints=s["constraints"],
+        key=jax.random.fold_in(jax.random.PRNGKey(int(s["seed"])), 1),
+    )
+
+
 def solve(
     problem: Problem,
     settings: dict | None = None,
@@ -108,30 +144,8 @@ def solve(
     :class:`TrainConfig`. Checkpoints go to ``out_dir`` (resumable with ``resume=True``).
     """
     s = settings if settings is not None else settings_for(problem)
-    key = jax.random.PRNGKey(int(s["seed"]))
-    field, train_problem = make_field(
-        problem,
-        s["model"],
-        width=int(s["width"]),
-        depth=int(s["depth"]),
-        activation=s["activation"],
-        constraints=s["constraints"],
-        key=jax.random.fold_in(key, 1),
-    )
-    config = TrainConfig(
-        steps=int(s["steps"]),
-        lbfgs_steps=int(s["lbfgs_steps"]),
-        lbfgs_resample_every=int(s.get("lbfgs_resample_every", 0)),
-        learning_rate=float(s["learning_rate"]),
-        decay_rate=float(s["decay_rate"]),
-        decay_steps=int(s["decay_steps"]),
-        sampler=s["sampler"],
-        resample_every=int(s["resample_every"]),
-        adaptive=s.get("adaptive", "none"),
-        n_points=s["n_points"],
-        seed=int(s["seed"]),
-        eval_every=max(1, (int(s["steps"]) + int(s["lbfgs_steps"])) // 10),
-    )
+    field, train_problem = field_for(problem, s)
+    config = train_config(s)
     points, _ = problem.eval_points()
     ref = problem.reference(points) if problem.reference_fn is not None else None
     first = s["optimizer"].split("+")[0]
