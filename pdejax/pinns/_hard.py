@@ -272,20 +272,26 @@ class HardConstraintField(eqx.Module):
 
     def diagnose(self) -> str:
         """One line on the constraint solve at the current parameters (iterations, residual, converged)."""
-        _, st = eqx.filter_jit(lambda f: f.coefficients())(self)
+        _, st = _solve_jitted(self)
         ok = "converged" if bool(st.converged) else f"NOT converged within max_steps={self.max_steps}"
         steps, res = int(st.steps), float(st.residual)
         return f"constraint solve: {steps} Levenberg-Marquardt iterations, residual (rms) {res:.3e}, {ok}"
 
     def solve(self) -> tuple[LinearField, ConstraintStats]:
         """Solve the constraints eagerly; raises :class:`ConstraintNotConverged` if they were not met."""
-        w, stats = eqx.filter_jit(lambda f: f.coefficients())(self)
+        w, stats = _solve_jitted(self)
         if not bool(stats.converged):
             raise ConstraintNotConverged(int(stats.steps), float(stats.residual), self.max_steps, self.rtol, self.atol)
         return LinearField(self.basis, w), stats
 
     def __call__(self, x: Float[Array, " d"]) -> Float[Array, ""]:
         return self.prepared()(x)  # convenient, but solves per call: use prepared() for many points
+
+
+@eqx.filter_jit
+def _solve_jitted(field: HardConstraintField):
+    # one compiled solve shared by solve() and diagnose() (a lambda per call would recompile each time)
+    return field.coefficients()
 
 
 def make_hard_constraint_field(
