@@ -36,7 +36,7 @@ def build_pdejax(block: int, optimizer: str):
     box = {"state": trainer.init_state()}
 
     def run():
-        box["state"], (rows, _) = trainer.step(box["state"], block)
+        box["state"], (rows, *_) = trainer.step(box["state"], block)
         jax.block_until_ready(rows)
 
     points = {k: np.asarray(v) for k, v in box["state"].points.items()}

@@ -64,7 +64,7 @@ def build_pdejax(total: int):
     box = {"state": trainer.init_state()}
 
     def run(n: int) -> None:
-        box["state"], (rows, _) = trainer.step(box["state"], n)
+        box["state"], (rows, *_) = trainer.step(box["state"], n)
         jax.block_until_ready(rows)
 
     return run, lambda pts: predict(trainer.field(box["state"]), pts)

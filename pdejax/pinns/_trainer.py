@@ -122,6 +122,8 @@ class TrainResult:
         rel_l2: final relative L2 error against the reference (``None`` without a reference).
         steps: total steps done (Adam + L-BFGS).
         wall_time_s: wall-clock seconds of this call (compilation included).
+        unconverged_solves: steps of this call whose inner solve (hard-constraint fields) stopped before its
+            tolerance and went on with its last iterate (``on_failure='keep'``); 0 for plain fields.
     """
 
     field: Any
@@ -133,6 +135,7 @@ class TrainResult:
     rel_l2: float | None
     steps: int
     wall_time_s: float
+    unconverged_solves: int = 0
 
 
 def relative_l2(pred: np.ndarray, ref: np.ndarray) -> float:
@@ -163,8 +166,9 @@ class Trainer:
 
     ``init_state()`` gives the initial :class:`TrainState`; ``step(state, n)`` runs ``n`` steps of the
     current phase (first-phase optimizer while ``state.step < config.steps``, then L-BFGS) in one jitted
-    ``lax.scan`` and returns ``(state, loss_rows)`` with ``loss_rows`` of shape ``(n, m)``; ``field(state)``
-    rebuilds the field. :func:`train` drives this loop; use it directly for custom loops or timing.
+    ``lax.scan`` and returns ``(state, (loss_rows, grad_finite, solved))`` with ``loss_rows`` of shape
+    ``(n, m)``; ``field(state)`` rebuilds the field. :func:`train` drives this loop; use it directly for
+    custom loops or timing.
     """
 
     def __init__(
@@ -182,7 +186,8 @@ class Trainer:
         static = self.static
 
         def losses(p, points):
-            return problem.losses(ready(eqx.combine(p, static)), points)
+            field = ready(eqx.combine(p, static))
+            return problem.losses(field, points), _solved(field)
 
         def draw(key, p):
             return _draw(problem, config, key, ready(eqx.combine(p, static)))
@@ -221,11 +226,12 @@ class Trainer:
         """Whether ``state.opt_state`` still belongs to the first-phase optimizer."""
         return _is_first_phase(state, self.lbfgs)
 
-    def step(self, state: TrainState, n: int) -> tuple[TrainState, tuple[Float[Array, "n m"], Array]]:
+    def step(self, state: TrainState, n: int) -> tuple[TrainState, tuple[Float[Array, "n m"], Array, Array]]:
         """Run ``n`` steps of the current phase; the phase must not change within them.
 
-        Returns the new state and ``(loss_rows, grad_finite)``: the ``(n, m)`` loss values before each step
-        and whether each term's gradient was finite.
+        Returns the new state and ``(loss_rows, grad_finite, solved)``: the ``(n, m)`` loss values before each
+        step, whether each term's gradient was finite ``(n, m)``, and whether the field's inner solve (a
+        hard-constraint field's; always true for plain fields) reached its tolerance ``(n,)``.
         """
         step = int(state.step)
         if step >= self.config.steps and self.in_first_phase(state):
@@ -304,13 +310,15 @@ def train(
     total = trainer.total_steps
     bar = _progress(total, int(state.step), progress)
     last_saved = int(state.step)
+    unconverged = 0
     try:
         while int(state.step) < total:
             step = int(state.step)
             end = config.steps if step < config.steps else total
             n = min(config.chunk, end - step)
-            new_state, (rows, ok) = trainer.step(state, n)
+            new_state, (rows, ok, solved) = trainer.step(state, n)
             rows, ok = np.asarray(rows), np.asarray(ok)
+            unconverged += int(np.sum(~np.asarray(solved)))
             bad_val, bad_grad = ~np.isfinite(rows), ~ok
             row_bad = (bad_val | bad_grad).any(axis=1)
             if row_bad.any() or not _finite(new_state.params):
@@ -346,6 +354,8 @@ def train(
                 eval_times.append(time.perf_counter() - start)
             if eval_vals:
                 msg["rel_l2"] = f"{eval_vals[-1]:.2e}"
+            if unconverged:
+                msg["unconverged_solves"] = unconverged
             if bar is not None:
                 bar.set_postfix(msg, refresh=False)
                 bar.update(n)
@@ -367,6 +377,7 @@ def train(
         rel_l2=eval_vals[-1] if eval_vals else None,
         steps=int(state.step),
         wall_time_s=time.perf_counter() - start,
+        unconverged_solves=unconverged,
     )
 
 
@@ -408,23 +419,29 @@ def _adam_scan(losses, weights, opt, draw, config: TrainConfig, problem: Problem
                 )
 
             if isinstance(opt, MultiLossTransformation):
-                vec, g, ok = _per_term_gradients(problem, static, weights, opt, st, points)
+                vec, g, ok, solved = _per_term_gradients(problem, static, weights, opt, st, points)
                 updates, opt_state = opt.update(g, st.opt_state, st.params, vec)
             else:
 
                 def total(p):
-                    vec = losses(p, points)
-                    return jnp.dot(weights, vec), vec
+                    vec, solved = losses(p, points)
+                    return jnp.dot(weights, vec), (vec, solved)
 
-                (_, vec), g = jax.value_and_grad(total, has_aux=True)(st.params)
+                (_, (vec, solved)), g = jax.value_and_grad(total, has_aux=True)(st.params)
                 ok = jnp.broadcast_to(_all_finite(g), vec.shape)
                 updates, opt_state = opt.update(g, st.opt_state, st.params)
             params = optax.apply_updates(st.params, updates)
-            return TrainState(params, opt_state, key, points, st.step + 1), (vec, ok)
+            return TrainState(params, opt_state, key, points, st.step + 1), (vec, ok, solved)
 
         return jax.lax.scan(body, state, None, length=n)
 
     return run
+
+
+def _solved(field) -> Array:
+    """Whether a prepared field's inner solve reached its tolerance (fields without one: true)."""
+    stats = getattr(field, "stats", None)
+    return jnp.all(stats.converged) if stats is not None else jnp.ones((), bool)
 
 
 def _all_finite(tree) -> Array:
@@ -438,24 +455,31 @@ def _per_term_gradients(problem: Problem, static, weights, opt, st: TrainState, 
     forward and one backward pass of the whole loss, the price of a plain Adam step (a Jacobian of the
     loss vector by ``jax.jacrev`` would run m backward passes through every term). For an optimizer that
     needs one term per step (M-ConFIG) only that term's backward pass runs (``lax.switch``).
-    Also returns whether each term's gradient is finite.
+    Also returns whether each term's gradient is finite and whether the field's inner solve converged.
     """
     names = problem.term_names
 
     def term(k):
-        return lambda p: weights[k] * problem.term_loss(ready(eqx.combine(p, static)), names[k], points[names[k]])
+        def value(p):
+            field = ready(eqx.combine(p, static))
+            return weights[k] * problem.term_loss(field, names[k], points[names[k]]), _solved(field)
+
+        return value
 
     if opt.select is None:
-        vals, grads = zip(*(jax.value_and_grad(term(k))(st.params) for k in range(len(names))))
-        g = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *grads)
-        ok = jnp.stack([_all_finite(gk) for gk in grads])
-        vec = jnp.stack(vals)
+        outs = [jax.value_and_grad(term(k), has_aux=True)(st.params) for k in range(len(names))]
+        g = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *(gk for _, gk in outs))
+        ok = jnp.stack([_all_finite(gk) for _, gk in outs])
+        vec = jnp.stack([v for (v, _), _ in outs])
+        solved = jnp.all(jnp.stack([s for (_, s), _ in outs]))
     else:
-        vec = jnp.stack([term(k)(st.params) for k in range(len(names))])
+        vals = [term(k)(st.params) for k in range(len(names))]
+        vec = jnp.stack([v for v, _ in vals])
+        solved = jnp.all(jnp.stack([s for _, s in vals]))
         i = opt.select(st.opt_state)
-        g = jax.lax.switch(i, [jax.grad(term(k)) for k in range(len(names))], st.params)
+        g = jax.lax.switch(i, [jax.grad(lambda p, k=k: term(k)(p)[0]) for k in range(len(names))], st.params)
         ok = jnp.ones(len(names), bool).at[i].set(_all_finite(g))
-    return vec / jnp.where(weights != 0, weights, 1.0), g, ok
+    return vec / jnp.where(weights != 0, weights, 1.0), g, ok, solved
 
 
 def _lbfgs_scan(losses, weights, opt, draw, config: TrainConfig):
@@ -476,9 +500,9 @@ def _lbfgs_scan(losses, weights, opt, draw, config: TrainConfig):
                 )
 
             def total(p):
-                return jnp.dot(weights, losses(p, points))
+                return jnp.dot(weights, losses(p, points)[0])
 
-            vec = losses(st.params, points)
+            vec, solved = losses(st.params, points)
             value, g = optax.value_and_grad_from_state(total)(st.params, state=opt_state)
             updates, new_state = opt.update(g, opt_state, st.params, value=value, grad=g, value_fn=total)
             # In float32 the zoom line search can fail to find a decrease; optax's L-BFGS then repeats the
@@ -488,7 +512,7 @@ def _lbfgs_scan(losses, weights, opt, draw, config: TrainConfig):
             params = jax.lax.cond(failed, lambda: st.params, lambda: optax.apply_updates(st.params, updates))
             new_state = jax.lax.cond(failed, lambda: opt.init(st.params), lambda: new_state)
             ok = jnp.broadcast_to(_all_finite(g), vec.shape)
-            return TrainState(params, new_state, key, points, st.step + 1), (vec, ok)
+            return TrainState(params, new_state, key, points, st.step + 1), (vec, ok, solved)
 
         return jax.lax.scan(body, state, None, length=n)
 

@@ -187,7 +187,7 @@ def test_trainer_passes_exact_per_term_gradients():
     cfg = pinns.TrainConfig(steps=1, weights={"bc": 3.0}, n_points={"pde": 16, "bc": 8})
     trainer = pinns.Trainer(tp, field, cfg, recorder)
     state = trainer.init_state()
-    new_state, (rows, ok) = trainer.step(state, 1)
+    new_state, (rows, ok, _) = trainer.step(state, 1)
     got = {"grads": new_state.opt_state[0], "losses": new_state.opt_state[1]}
     assert got["losses"].shape == (n_terms,)
     assert np.all(ok)
