@@ -3,13 +3,17 @@
 from ._curriculum import curriculum, curriculum_problems, ramp
 from ._field import CONSTRAINTS, Field, make_field, predict
 from ._hard import (
+    FAILURE_POLICIES,
     BasisField,
     ConstraintNotConverged,
     ConstraintStats,
+    ExpertSplit,
     HardConstraintField,
     LinearField,
     constraint_residuals,
+    expert_split,
     make_hard_constraint_field,
+    shard_experts,
     solve_coefficients,
     tabulate,
 )
@@ -40,7 +44,16 @@ from ._multiloss import (
     pcgrad_direction,
 )
 from ._presets import GENERIC, PRESETS, preset
-from ._solve import FIRST_PHASE, OPTIMIZERS, Solution, make_optimizer, settings_for, solve
+from ._solve import (
+    FIRST_PHASE,
+    HC_DEFAULTS,
+    OPTIMIZERS,
+    Solution,
+    hc_settings,
+    make_optimizer,
+    settings_for,
+    solve,
+)
 from ._teng import INTEGRATORS, TENG_PRESETS, TengConfig, TengResult, spatial_rhs, teng, teng_config_for, teng_field
 from ._trainer import TrainConfig, Trainer, TrainingDiverged, TrainResult, TrainState, relative_l2, train
 
@@ -64,6 +77,8 @@ __all__ = [
     "Solution",
     "preset",
     "settings_for",
+    "hc_settings",
+    "HC_DEFAULTS",
     "solve",
     "CONSTRAINTS",
     "MLP",
@@ -107,6 +122,10 @@ __all__ = [
     "BasisField",
     "ConstraintNotConverged",
     "ConstraintStats",
+    "ExpertSplit",
+    "FAILURE_POLICIES",
+    "expert_split",
+    "shard_experts",
     "HardConstraintField",
     "LinearField",
     "constraint_residuals",

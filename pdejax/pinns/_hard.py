@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import equinox as eqx
 import jax
@@ -12,7 +12,7 @@ import numpy as np
 import optimistix as optx
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ..problems import Problem
+from ..problems import Domain, Problem, sample
 from ..problems._derivatives import Memo, partial
 from ._models import MODELS, output_layer
 
@@ -56,16 +56,6 @@ class BasisField(eqx.Module):
         lo = jnp.asarray(self.lower, x.dtype)
         hi = jnp.asarray(self.upper, x.dtype)
         return self.net(2 * (x - lo) / (hi - lo) - 1)
-
-
-class LinearField(eqx.Module):
-    """``u(x) = b(x) . w``: a basis with fixed coefficients (what a solved constraint layer predicts with)."""
-
-    basis: BasisField
-    coefficients: Float[Array, " N"]
-
-    def __call__(self, x: Float[Array, " d"]) -> Float[Array, ""]:
-        return self.basis(x) @ self.coefficients
 
 
 class _Points:
@@ -151,6 +141,7 @@ def solve_coefficients(
     max_steps: int = 256,
     ridge: float = 1e-6,
     adjoint: optx.AbstractAdjoint | None = None,
+    tables: Mapping[str, Mapping[tuple[int, ...], Array]] | None = None,
 ) -> tuple[Float[Array, " N"], ConstraintStats]:
     """The constraint layer: coefficients ``w*`` minimising ``||r(w)||^2`` over the constraint points.
 
@@ -168,12 +159,15 @@ def solve_coefficients(
         w0, rtol, atol, max_steps, adjoint: solver settings (tolerances default to 1e-8 / 1e-10 in float64,
             1e-5 / 1e-6 in float32).
         ridge: Tikhonov weight ``lambda``: minimises ``||r(w)||^2 + lambda ||w||^2`` (0: none).
+        tables: basis derivatives already tabulated for some of the terms (:func:`tabulate`); the others
+            are tabulated here.
 
     Returns:
         ``(w*, stats)``; a solve that did not converge has ``stats.converged`` false (callers decide; see
         :meth:`HardConstraintField.solve`).
     """
-    tables = tabulate(problem, basis, points)
+    given = dict(tables or {})
+    tables = {**given, **tabulate(problem, basis, {k: v for k, v in points.items() if k not in given})}
     # non-finite basis values (diverged weights) would make lineax raise inside the jitted step; solve on
     # zeros instead and report the failure through the stats (the caller turns it into NaN)
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree_util.tree_leaves(tables)]))
@@ -211,8 +205,8 @@ def solve_coefficients(
 
 @jax.custom_vjp
 def _nan_unless(w, ok):
-    """``w`` where the solve converged, NaN otherwise, so the loss turns NaN and training stops. The
-    backward pass sends no NaN cotangent into the implicit adjoint (its linear solve would fail first)."""
+    """``w`` where ``ok``, NaN elsewhere, so the loss turns NaN and training stops. The backward pass sends
+    no NaN cotangent into the implicit adjoint (its linear solve would fail first)."""
     return jnp.where(ok, w, jnp.nan)
 
 
@@ -227,65 +221,245 @@ def _nan_unless_bwd(ok, ct):
 _nan_unless.defvjp(_nan_unless_fwd, _nan_unless_bwd)
 
 
-class HardConstraintField(eqx.Module):
-    """A PI-HC field: ``u(x) = b(x; theta) . w*(theta)`` with ``w*`` solving the constraints.
+class ExpertSplit(eqx.Module):
+    """A split of a space-time box into a grid of sub-boxes, one per expert.
 
-    ``prepared()`` runs the constraint solve once and returns the :class:`LinearField` to evaluate at many
-    points; the trainer and :func:`pdejax.pinns.predict` call it once per step / prediction. A solve that
-    does not converge makes the coefficients NaN inside training (the trainer then stops and reports it);
-    :meth:`solve` raises :class:`ConstraintNotConverged` with the iteration count and residual.
+    Attributes:
+        lower, upper: the box (``(d,)`` each, space then time).
+        counts: pieces per coordinate; the experts are the ``prod(counts)`` cells in row-major order.
+    """
+
+    lower: tuple[float, ...] = eqx.field(static=True)
+    upper: tuple[float, ...] = eqx.field(static=True)
+    counts: tuple[int, ...] = eqx.field(static=True)
+
+    def __check_init__(self):
+        if len(self.counts) != len(self.lower) or any(c < 1 for c in self.counts):
+            raise ValueError(f"need one piece count >= 1 per coordinate ({len(self.lower)}), got {self.counts}")
+
+    @property
+    def size(self) -> int:
+        """Number of experts ``K``."""
+        return math.prod(self.counts)
+
+    def index(self, x: Float[Array, " d"]) -> Array:
+        """The expert whose cell holds ``x`` (an int32 scalar; points on an interface go to the upper cell,
+        points outside the box to the nearest cell). Piecewise constant: carries no derivative."""
+        lo = jnp.asarray(self.lower, x.dtype)
+        hi = jnp.asarray(self.upper, x.dtype)
+        counts = jnp.asarray(self.counts)
+        cell = jnp.clip(jnp.floor((x - lo) / (hi - lo) * counts).astype(jnp.int32), 0, counts - 1)
+        return jnp.ravel_multi_index(tuple(cell), self.counts, mode="clip")
+
+    def weights(self, x: Float[Array, " d"], width: float) -> Float[Array, " K"]:
+        """A smooth partition of unity over the cells at ``x``: per axis, cell ``j`` of ``c`` has weight
+        ``s(x - a_j) - s(x - a_{j+1})`` with ``s`` the logistic function of ``(x - a) / (width * cell)`` and
+        ``a_0 = -inf``, ``a_c = +inf``, so the weights sum to one exactly; their product over the axes,
+        flattened row-major like :meth:`index`. ``width`` is a fraction of a cell."""
+        out = jnp.ones((), x.dtype)
+        for axis, c in enumerate(self.counts):
+            lo, hi = self.lower[axis], self.upper[axis]
+            step = (hi - lo) / c
+            inner = jax.nn.sigmoid((x[axis] - (lo + step * jnp.arange(1, c, dtype=x.dtype))) / (width * step))
+            up = jnp.concatenate([jnp.ones((1,), x.dtype), inner])
+            down = jnp.concatenate([inner, jnp.zeros((1,), x.dtype)])
+            out = (out[..., None] * (up - down)).reshape(-1)
+        return out
+
+    def cell(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper corners ``(d,)`` of expert ``k``'s cell."""
+        ijk = np.unravel_index(k, self.counts)
+        lo, hi = np.asarray(self.lower), np.asarray(self.upper)
+        step = (hi - lo) / np.asarray(self.counts)
+        return lo + step * np.asarray(ijk), lo + step * (np.asarray(ijk) + 1)
+
+
+def expert_split(problem: Problem, experts: int | Sequence[int] = 1) -> ExpertSplit:
+    """The split of ``problem``'s space-time box for ``experts``.
+
+    An integer ``K`` splits space only (time stays whole, as in Chalapathi et al.): ``K`` slabs along the
+    single spatial axis in 1D, a near-square grid in 2D/3D (``4 -> 2 x 2``). A sequence gives the pieces per
+    coordinate explicitly (space then time), e.g. ``(2, 2)`` for 2 in ``x`` and 2 in ``t``.
+    """
+    dom = problem.domain
+    if isinstance(experts, int):
+        if experts < 1:
+            raise ValueError(f"experts must be >= 1, got {experts}")
+        counts = [1] * dom.dim
+        rest = experts
+        for axis in range(dom.spatial_dim - 1):
+            left = dom.spatial_dim - axis
+            c = max(d for d in range(1, rest + 1) if rest % d == 0 and d <= round(rest ** (1 / left)) + 1e-9)
+            counts[axis], rest = c, rest // c
+        counts[dom.spatial_dim - 1] = rest
+    else:
+        counts = [int(c) for c in experts]
+        if len(counts) != dom.dim:
+            raise ValueError(f"experts needs {dom.dim} piece counts (space then time), got {tuple(experts)}")
+    return ExpertSplit(tuple(float(v) for v in dom.lower), tuple(float(v) for v in dom.upper), tuple(counts))
+
+
+def _split_terms(problem: Problem) -> tuple[str, ...]:
+    """Terms whose constraint points are divided among the experts: sampled interior terms. The others
+    (initial, boundary, data) are shared by every expert, as in Chalapathi et al."""
+    return tuple(k for k, t in problem.terms.items() if t.region == "interior" and t.points is None)
+
+
+class LinearField(eqx.Module):
+    """``u(x) = b(x) . w_k(x)``: a basis with fixed coefficients per expert (what a solved constraint layer
+    predicts with; one expert: the same ``w`` everywhere).
+
+    Attributes:
+        basis: the basis ``(d,) -> (N,)``; coefficients: ``(K, N)``; split: the experts' cells;
+        stats: the solve's :class:`ConstraintStats` (per expert) or ``None``.
+    """
+
+    basis: BasisField
+    coefficients: Float[Array, "K N"]
+    split: ExpertSplit
+    stats: ConstraintStats | None = None
+    blend: float = eqx.field(static=True, default=0.0)
+
+    def __call__(self, x: Float[Array, " d"]) -> Float[Array, ""]:
+        b = self.basis(x)
+        if self.split.size == 1:
+            return b @ self.coefficients[0]
+        if self.blend == 0:
+            return b @ self.coefficients[self.split.index(x)]
+        return self.split.weights(x, self.blend) @ (self.coefficients @ b)
+
+
+def _expert_mesh(k: int):
+    """A 1D device mesh over the expert axis: as many devices as divide ``k`` (``None`` on one device)."""
+    devices = jax.devices()
+    n = max(d for d in range(1, min(k, len(devices)) + 1) if k % d == 0)
+    if n < 2:
+        return None
+    return jax.sharding.Mesh(np.asarray(devices[:n]), ("experts",))
+
+
+def shard_experts(tree, k: int):
+    """Place the leading (expert) axis of every array in ``tree`` across devices, one block of experts per
+    device (``jax.sharding``); a no-op on a single device. Works inside and outside ``jit``."""
+    mesh = _expert_mesh(k)
+    if mesh is None:
+        return tree
+    spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("experts"))
+    return jax.tree_util.tree_map(lambda a: jax.lax.with_sharding_constraint(a, spec), tree)
+
+
+class HardConstraintField(eqx.Module):
+    """A PI-HC field: ``u(x) = b(x; theta) . w_k*(theta)`` with the coefficients solving the constraints.
+
+    With one expert, ``w*`` solves every term's residual at the constraint points (PI-HC). With ``K``
+    experts (PI-HC-MoE, Chalapathi, Du & Krishnapriyan, ICLR 2024) the box is split into cells; expert
+    ``k`` solves for its own ``w_k`` from the interior constraint points of its cell plus the shared
+    initial/boundary points, with the shared basis. The experts' solves are independent and smaller:
+    they run batched (``vmap``), and with several devices the expert axis is sharded across them.
+
+    ``prepared()`` runs the solves once and returns the :class:`LinearField` to evaluate at many points;
+    the trainer and :func:`pdejax.pinns.predict` call it once per step / prediction. ``on_failure``
+    decides what a solve that stops before its tolerance gives inside training: ``'keep'`` uses its last
+    iterate while finite (Levenberg–Marquardt only accepts steps that lower the residual; the trainer
+    counts such solves and reports them), ``'nan'`` turns the coefficients NaN so training stops and the
+    trainer reports the solve. :meth:`solve` always raises :class:`ConstraintNotConverged`.
 
     Attributes:
         basis: the basis network.
         problem: the problem whose terms are enforced.
-        points: the constraint points ``{term: (n, d)}`` (fixed, not trained).
-        rtol, atol, max_steps: Levenberg–Marquardt settings (``None``: by dtype, see :func:`solve_coefficients`).
+        points: the constraint points (fixed, not trained): ``{term: (K, n, d)}`` for the interior terms
+            divided among the experts, ``{term: (n, d)}`` for the terms they share.
+        split: the experts' cells (:func:`expert_split`).
+        rtol, atol, max_steps, ridge: Levenberg–Marquardt settings (see :func:`solve_coefficients`).
+        on_failure: 'keep' or 'nan'.
     """
 
     basis: BasisField
     problem: Problem
     points: _Points = eqx.field(static=True)
+    split: ExpertSplit
     rtol: float | None = eqx.field(static=True, default=None)
     atol: float | None = eqx.field(static=True, default=None)
     max_steps: int = eqx.field(static=True, default=256)
+    ridge: float = eqx.field(static=True, default=1e-6)
+    on_failure: str = eqx.field(static=True, default="keep")
+    blend: float = eqx.field(static=True, default=0.0)
+
+    def __check_init__(self):
+        if self.on_failure not in FAILURE_POLICIES:
+            raise ValueError(f"unknown on_failure {self.on_failure!r}; choose one of {FAILURE_POLICIES}")
+
+    @property
+    def experts(self) -> int:
+        return self.split.size
 
     def _points(self) -> dict[str, Array]:
         dtype = jnp.zeros(()).dtype
         return {k: jnp.asarray(v, dtype) for k, v in self.points.data.items()}
 
     def coefficients(self, adjoint: optx.AbstractAdjoint | None = None) -> tuple[Array, ConstraintStats]:
-        """``(w*, stats)`` (differentiable with respect to the basis)."""
-        return solve_coefficients(
-            self.problem,
-            self.basis,
-            self._points(),
-            rtol=self.rtol,
-            atol=self.atol,
-            max_steps=self.max_steps,
-            adjoint=adjoint,
-        )
+        """``(W, stats)``: coefficients ``(K, N)`` (differentiable with respect to the basis) and per-expert stats."""
+        pts = self._points()
+        own = {k: v for k, v in pts.items() if v.ndim == 3}
+        shared = {k: v for k, v in pts.items() if v.ndim == 2}
+        # the shared points' basis derivatives are the same for every expert: tabulate them once
+        shared_tables = tabulate(self.problem, self.basis, shared)
+
+        def one(own_pts):
+            return solve_coefficients(
+                self.problem,
+                self.basis,
+                {**shared, **own_pts},
+                rtol=self.rtol,
+                atol=self.atol,
+                max_steps=self.max_steps,
+                ridge=self.ridge,
+                adjoint=adjoint,
+                tables=shared_tables,
+            )
+
+        if not own:  # nothing divided among experts (make_hard_constraint_field allows this for one only)
+            return jax.tree_util.tree_map(lambda a: a[None], one({}))
+        return shard_experts(jax.vmap(one)(shard_experts(own, self.experts)), self.experts)
 
     def prepared(self) -> LinearField:
-        """The field with solved coefficients (NaN when the solve did not converge)."""
+        """The field with solved coefficients (see ``on_failure`` for solves that stop early)."""
         w, stats = self.coefficients()
-        return LinearField(self.basis, _nan_unless(w, stats.converged))
+        ok = stats.converged if self.on_failure == "nan" else jnp.all(jnp.isfinite(w), axis=1)
+        return LinearField(self.basis, _nan_unless(w, ok[:, None]), self.split, stats, self.blend)
 
     def diagnose(self) -> str:
-        """One line on the constraint solve at the current parameters (iterations, residual, converged)."""
-        _, st = _solve_jitted(self)
-        ok = "converged" if bool(st.converged) else f"NOT converged within max_steps={self.max_steps}"
-        steps, res = int(st.steps), float(st.residual)
-        return f"constraint solve: {steps} Levenberg-Marquardt iterations, residual (rms) {res:.3e}, {ok}"
+        """One line on the constraint solves at the current parameters (iterations, residual, converged)."""
+        return _describe(_solve_jitted(self)[1], self.max_steps)
 
     def solve(self) -> tuple[LinearField, ConstraintStats]:
-        """Solve the constraints eagerly; raises :class:`ConstraintNotConverged` if they were not met."""
+        """Solve the constraints eagerly; raises :class:`ConstraintNotConverged` if any expert's were not met."""
         w, stats = _solve_jitted(self)
-        if not bool(stats.converged):
-            raise ConstraintNotConverged(int(stats.steps), float(stats.residual), self.max_steps, self.rtol, self.atol)
-        return LinearField(self.basis, w), stats
+        if not bool(jnp.all(stats.converged)):
+            bad = ~np.asarray(stats.converged)
+            steps, res = int(np.max(np.asarray(stats.steps)[bad])), float(np.max(np.asarray(stats.residual)[bad]))
+            raise ConstraintNotConverged(steps, res, self.max_steps, self.rtol, self.atol)
+        return LinearField(self.basis, w, self.split, stats, self.blend), stats
 
     def __call__(self, x: Float[Array, " d"]) -> Float[Array, ""]:
         return self.prepared()(x)  # convenient, but solves per call: use prepared() for many points
+
+
+FAILURE_POLICIES = ("keep", "nan")
+
+
+def _describe(stats: ConstraintStats, max_steps: int) -> str:
+    steps, res, ok = (np.asarray(v) for v in (stats.steps, stats.residual, stats.converged))
+    if steps.size == 1:
+        state = "converged" if bool(ok.all()) else f"NOT converged within max_steps={max_steps}"
+        return (
+            f"constraint solve: {int(steps.max())} Levenberg-Marquardt iterations, "
+            f"residual (rms) {float(res.max()):.3e}, {state}"
+        )
+    return (
+        f"constraint solves: {int(ok.sum())} of {ok.size} experts converged (max_steps={max_steps}), "
+        f"at most {int(steps.max())} Levenberg-Marquardt iterations, largest residual (rms) {float(res.max()):.3e}"
+    )
 
 
 @eqx.filter_jit
@@ -302,10 +476,14 @@ def make_hard_constraint_field(
     depth: int = 3,
     activation: str = "tanh",
     model: str = "fourier",
+    experts: int | Sequence[int] = 1,
     n_constraint: Mapping[str, int] | None = None,
     rtol: float | None = None,
     atol: float | None = None,
     max_steps: int = 256,
+    ridge: float = 1e-6,
+    on_failure: str = "keep",
+    blend: float = 0.0,
     key: PRNGKeyArray,
 ) -> HardConstraintField:
     """A :class:`HardConstraintField` for ``problem`` with random (uniform) constraint points.
@@ -316,21 +494,47 @@ def make_hard_constraint_field(
         width, depth, activation, model: the basis network. The default random-Fourier-feature network
             gives a rich basis from the start; a plain tanh MLP at initialisation spans only a few smooth
             functions numerically (its constraint matrix has rank ~5 of 14 in the tests' example).
+        experts: 1 (one global constraint solve, PI-HC) or the experts of PI-HC-MoE (see
+            :func:`expert_split`).
         n_constraint: constraint points per term (default: 1/32 of each term's training points, at least
-            4); more points than ``N`` make the solve an over-determined least-squares problem.
-        rtol, atol, max_steps: Levenberg–Marquardt settings.
+            4). Interior terms' points are divided among the experts (each gets ``n // K``, at least 4, in
+            its own cell); the other terms' points are shared by all experts. More values than ``N``
+            make a solve an over-determined least-squares problem.
+        rtol, atol, max_steps, ridge: Levenberg–Marquardt settings.
+        on_failure: 'keep' or 'nan' (see :class:`HardConstraintField`).
         key: PRNG key (network weights and constraint points).
     """
     if problem.output_dim != 1:
         raise ValueError(f"hard constraints support scalar fields; {problem.name!r} has {problem.output_dim}")
     if n_basis < 1:
         raise ValueError(f"n_basis must be >= 1, got {n_basis}")
+    split = expert_split(problem, experts)
     kn, kp = jax.random.split(key)
     dom = problem.domain
     net = MODELS[model](dom.dim, n_basis, width, depth, activation, key=kn)
     basis = BasisField(net, tuple(float(v) for v in dom.lower), tuple(float(v) for v in dom.upper))
     counts = {k: max(4, t.n_points // 32) for k, t in problem.terms.items()}
     counts.update(dict(n_constraint or {}))
-    pts = problem.sample(kp, "uniform", counts)
-    data = {k: np.asarray(v, np.float64) for k, v in pts.items()}
-    return HardConstraintField(basis, problem, _Points(data), rtol, atol, max_steps)
+    unknown = set(counts) - set(problem.terms)
+    if unknown:
+        raise ValueError(f"n_constraint names unknown terms {sorted(unknown)}; terms are {list(problem.terms)}")
+    k_split, k_shared = jax.random.split(kp)
+    split_terms = _split_terms(problem)
+    if split.size > 1 and not split_terms:
+        raise ValueError("experts need interior terms with sampled points to divide; this problem has none")
+    shared = problem.sample(k_shared, "uniform", {k: c for k, c in counts.items()})
+    data = {k: np.asarray(v, np.float64) for k, v in shared.items() if k not in split_terms}
+    for name in split_terms:
+        n = max(4, counts[name] // split.size)
+        cells = []
+        for k in range(split.size):
+            lo, hi = split.cell(k)
+            if blend:  # the cell and the overlap where its weight is still above ~e^-4 (blend: see LinearField)
+                margin = 4 * blend * (np.asarray(split.upper) - np.asarray(split.lower)) / np.asarray(split.counts)
+                lo = np.maximum(lo - margin, split.lower)
+                hi = np.minimum(hi + margin, split.upper)
+            s = dom.spatial_dim
+            sub = Domain(tuple(lo[:s]), tuple(hi[:s]), (lo[s], hi[s]) if dom.has_time else None)
+            cells.append(np.asarray(sample(sub, "interior", jax.random.fold_in(k_split, k), n), np.float64))
+        data[name] = np.stack(cells)
+    return HardConstraintField(basis, problem, _Points(data), split, rtol, atol, max_steps, ridge, on_failure, blend)

@@ -14,6 +14,19 @@ from ._presets import GENERIC, preset
 from ._trainer import TrainConfig, TrainResult, train
 
 FIRST_PHASE = ("adam", "config", "mconfig", "multiadam", "lra", "pcgrad")
+# The constraint layer's defaults (PI-HC, Chalapathi et al. 2024): a small basis fitted in the least-squares
+# sense to many constraint points generalises; as many points as basis functions would interpolate them
+HC_DEFAULTS: dict = {
+    "model": "fourier",
+    "width": 64,
+    "depth": 3,
+    "steps": 3000,
+    "n_basis": 16,
+    "n_constraint": 1024,
+    "max_steps": 100,
+    "blend": 0.0,
+}
+HC_KEYS = ("n_basis", "n_constraint", "max_steps", "blend")
 OPTIMIZERS = FIRST_PHASE + tuple(f"{o}+lbfgs" for o in FIRST_PHASE) + ("lbfgs",)
 
 
@@ -94,6 +107,27 @@ def settings_for(problem: Problem, optimizer: str = "adam+lbfgs", **overrides) -
     return s
 
 
+def hc_settings(problem: Problem, optimizer: str = "adam", *, experts: int = 1, **overrides) -> dict:
+    """Settings of a hard-constraint run: PI-HC (``experts=1``) or PI-HC-MoE (``experts=K``, see
+    :func:`pdejax.pinns.expert_split`).
+
+    The problem's PINN settings for ``optimizer`` (:func:`settings_for`) with :data:`HC_DEFAULTS` for the
+    basis network and the training length; ``overrides`` may also set ``n_basis`` (basis functions),
+    ``n_constraint`` (constraint points of each interior term, divided among the experts), ``max_steps``
+    (Levenberg–Marquardt iterations) and ``blend`` (smooth expert weights, a fraction of a cell; 0: a hard
+    partition as in the paper). ``None`` values are ignored.
+    """
+    if not (isinstance(experts, int) and experts >= 1):
+        raise ValueError(f"experts must be an integer >= 1, got {experts!r}")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    hc = {k: overrides.pop(k, HC_DEFAULTS[k]) for k in HC_KEYS}
+    net = {k: v for k, v in HC_DEFAULTS.items() if k not in HC_KEYS}
+    s = settings_for(problem, optimizer, **{**net, **overrides})
+    if int(hc["n_basis"]) < 1 or int(hc["n_constraint"]) < 1 or int(hc["max_steps"]) < 1 or float(hc["blend"]) < 0:
+        raise ValueError(f"need n_basis, n_constraint, max_steps >= 1 and blend >= 0, got {hc}")
+    return {**s, **hc, "field": "hc", "experts": experts}
+
+
 def train_config(s: dict, **changes) -> TrainConfig:
     """The :class:`TrainConfig` of a settings dict (PINN, LPINN or curriculum settings), with ``changes``.
 
@@ -118,7 +152,26 @@ def train_config(s: dict, **changes) -> TrainConfig:
 
 def field_for(problem: Problem, s: dict):
     """``(field, training_problem)`` from a settings dict: :func:`make_field` with the settings' model,
-    size, activation and constraints, initial weights from ``fold_in(PRNGKey(seed), 1)``."""
+    size, activation and constraints (or, for :func:`hc_settings`, a hard-constraint field that enforces
+    every term), initial weights from ``fold_in(PRNGKey(seed), 1)``."""
+    key = jax.random.fold_in(jax.random.PRNGKey(int(s["seed"])), 1)
+    if s.get("field") == "hc":
+        from ._hard import _split_terms, make_hard_constraint_field
+
+        field = make_hard_constraint_field(
+            problem,
+            n_basis=int(s["n_basis"]),
+            width=int(s["width"]),
+            depth=int(s["depth"]),
+            activation=s["activation"],
+            model=s["model"],
+            experts=int(s["experts"]),
+            n_constraint={k: int(s["n_constraint"]) for k in _split_terms(problem)},
+            max_steps=int(s["max_steps"]),
+            blend=float(s["blend"]),
+            key=key,
+        )
+        return field, problem
     return make_field(
         problem,
         s["model"],
@@ -126,7 +179,7 @@ def field_for(problem: Problem, s: dict):
         depth=int(s["depth"]),
         activation=s["activation"],
         constraints=s["constraints"],
-        key=jax.random.fold_in(jax.random.PRNGKey(int(s["seed"])), 1),
+        key=key,
     )
 
 
