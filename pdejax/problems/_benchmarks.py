@@ -237,12 +237,15 @@ def diffusion_sorption(D: float = 5e-4, T: float = 500.0) -> Problem:
     """PDEBench's 1D diffusion–sorption ``u_t = D / R(u) u_xx`` on ``[0, 1] x [0, T]``, Freundlich
     retardation ``R(u)`` (:func:`pdejax.solvers.retardation`), ``u(x, 0) = 0``, ``u(0, t) = 1``, outflow
     ``u(1, t) + D u_x(1, t) = 0`` (Takamoto et al., NeurIPS 2022; the PI-HC setting of Chalapathi et al.,
-    ICLR 2024). Reference: method of lines (``pdejax.solvers.diffusion_sorption``, 513 nodes)."""
+    ICLR 2024). The PDE residual is ``T (u_t - D / R(u) u_xx)`` (time measured in units of ``T``).
+    Reference: method of lines (``pdejax.solvers.diffusion_sorption``, 513 nodes)."""
     _positive(D=D, T=T)
     from ..solvers import retardation
 
     def pde(u, x):
-        return partial(u, x, 1) - D / retardation(u(x)) * partial(u, x, 0, 0)
+        # written in the time t / T: the equation's own scale, u_t ~ 1 / T, would leave the residual ~500x
+        # below the initial/boundary terms and a PINN (or a constraint solve) would ignore the physics
+        return T * (partial(u, x, 1) - D / retardation(u(x)) * partial(u, x, 0, 0))
 
     return Problem(
         name="diffusion_sorption",
