@@ -10,7 +10,8 @@ import platform
 import sys
 from pathlib import Path
 
-METHODS = ("pinn", "lpinn", "teng")
+METHODS = ("pinn", "soft", "hc", "hc-moe", "lpinn", "teng")
+HC_METHODS = ("hc", "hc-moe")
 MODELS = ("mlp", "fourier", "modified")
 
 
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--optimizer",
         default=None,
         help="adam | config | mconfig | multiadam | lra | pcgrad, each optionally +lbfgs, or lbfgs "
-        "(default: adam+lbfgs)",
+        "(default: adam+lbfgs; adam for soft, hc, hc-moe)",
     )
     s.add_argument("--steps", type=_positive_int, default=None, help="first-phase (Adam) steps")
     s.add_argument("--lbfgs-steps", type=_nonneg_int, default=None, help="L-BFGS iterations after Adam")
@@ -105,6 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="residual-based adaptive resampling of PDE points (with --resample-every)",
     )
+    s.add_argument("--basis", type=_positive_int, default=None, help="hc, hc-moe: basis functions N (default 16)")
+    s.add_argument(
+        "--constraint-points",
+        type=_positive_int,
+        default=None,
+        help="hc, hc-moe: constraint points of each PDE term, divided among the experts (default 1024)",
+    )
     s.add_argument("--x64", action="store_true", help="train in float64 (teng: always float64)")
     s.add_argument("--dt", type=_positive_float, default=None, help="teng: time step")
     s.add_argument("--integrator", choices=("euler", "heun", "rk4"), default=None, help="teng: time integrator")
@@ -118,8 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods",
         required=True,
         help="comma-separated: PINN optimizers (adam, config, mconfig, multiadam, lra, pcgrad, "
-        "each optionally +lbfgs) or methods (pinn = adam+lbfgs; lpinn, Lagrangian PINN; teng, float64 with "
-        "its preset)",
+        "each optionally +lbfgs) or methods (pinn = adam+lbfgs; soft = adam with every condition in the loss; "
+        "hc, hc-moe: hard constraints by a constraint layer, one or --param experts=K experts; lpinn, Lagrangian "
+        "PINN; teng, float64 with its preset)",
     )
     c.add_argument("--steps", type=_positive_int, default=None, help="first-phase steps, the same for every method")
     c.add_argument("--lbfgs-steps", type=_nonneg_int, default=None, help="L-BFGS iterations for +lbfgs methods")
@@ -253,12 +262,22 @@ def _solve(args) -> int:
     from ._plots import plot_losses, plot_solution
 
     params = args.param if run is None else [tuple(kv) for kv in run["param"]]
-    problem = _problem(args.problem, params)
+    problem_params, experts = _experts(params, args.method)
+    problem = _problem(args.problem, problem_params)
     overrides = {v: getattr(args, k) for k, v in _SETTING_FLAGS.items()}
     overrides["n_points"] = _points(problem, args.points)
-    optimizer = args.optimizer or (run["settings"]["optimizer"] if run else "adam+lbfgs")
+    hc = args.method in HC_METHODS
+    # soft, hc and hc-moe default to Adam alone, as in PI-HC's comparison and in `compare`
+    optimizer = args.optimizer or (
+        run["settings"]["optimizer"] if run else "adam" if hc or args.method == "soft" else "adam+lbfgs"
+    )
     lpinn = args.method == "lpinn"
     try:
+        if hc or args.method == "soft":
+            _constraint_flags(args)
+        hc_flags = {"n_basis": args.basis, "n_constraint": args.constraint_points}
+        if not hc and any(v is not None for v in hc_flags.values()):
+            raise CLIError(f"--basis and --constraint-points are options of --method hc and hc-moe, not {args.method}")
         if lpinn:
             _lpinn_flags(args, optimizer)
             pinns.lagrangian_form(problem)  # a clear error for problems without a convective velocity
@@ -269,7 +288,12 @@ def _solve(args) -> int:
             overrides.pop("constraints")
             overrides.pop("adaptive")
             settings = pinns.lpinn_settings(**overrides)
+        elif hc:
+            overrides.pop("constraints")
+            settings = pinns.hc_settings(problem, optimizer, experts=experts, **overrides, **hc_flags)
         else:
+            if args.method == "soft":
+                overrides["constraints"] = "soft"
             settings = pinns.settings_for(problem, optimizer, **overrides)
     except ValueError as e:
         raise CLIError(str(e)) from None
@@ -308,6 +332,7 @@ def _solve(args) -> int:
         "x64": x64,
         "loss_terms": dict(zip(res.term_names, map(float, res.loss_history[-1]))) if len(res.loss_history) else {},
         "rel_l2_history": {"step": res.eval_steps, "rel_l2": res.eval_rel_l2},
+        "unconverged_solves": res.unconverged_solves,
         "device": str(jax.devices()[0]),
         "platform": platform.platform(),
     }
@@ -324,6 +349,34 @@ def _solve(args) -> int:
     rel = "n/a" if res.rel_l2 is None else f"{res.rel_l2:.3e}"
     print(f"{problem.name}: rel_l2={rel} steps={res.steps} wall_time={res.wall_time_s:.1f}s -> {out}")
     return 0
+
+
+def _experts(params: list[tuple[str, str]], method: str) -> tuple[list[tuple[str, str]], int]:
+    """Split ``--param experts=K`` (a setting of ``--method hc-moe``, default 4) from the problem's parameters."""
+    given = [v for k, v in params if k == "experts"]
+    rest = [(k, v) for k, v in params if k != "experts"]
+    if given and method != "hc-moe":
+        raise CLIError(f"--param experts is a setting of --method hc-moe, not of --method {method}")
+    if len(given) > 1:
+        raise CLIError("--param experts given twice")
+    if method != "hc-moe":
+        return rest, 1
+    try:
+        experts = int(given[0]) if given else 4
+    except ValueError:
+        raise CLIError(f"--param experts must be an integer >= 2, got {given[0]!r}") from None
+    if experts < 2:
+        raise CLIError(f"--param experts must be an integer >= 2 for --method hc-moe (hc is one expert), got {experts}")
+    return rest, experts
+
+
+def _constraint_flags(args) -> None:
+    """``--constraints`` is fixed by the methods soft (all soft) and hc/hc-moe (the constraint layer)."""
+    if args.constraints is not None and not (args.method == "soft" and args.constraints == "soft"):
+        raise CLIError(
+            f"--constraints is not used by --method {args.method} (soft keeps every condition in the loss; "
+            "hc and hc-moe enforce every term through the constraint layer)"
+        )
 
 
 def _lpinn_flags(args, optimizer: str) -> None:
@@ -460,15 +513,19 @@ def _compare(args) -> int:
     from ._io import atomic_write_text
     from ._plots import plot_compare
 
-    problem = _problem(args.problem, args.param)
+    given_experts = [v for k, v in args.param if k == "experts"]
+    _, experts = _experts(args.param, "hc-moe" if given_experts or "hc-moe" in methods else "compare")
+    problem = _problem(args.problem, [(k, v) for k, v in args.param if k != "experts"])
     optimizers = []
     for m in methods:
-        if m in ("teng", "lpinn"):
+        if m in ("teng", "lpinn", "soft", *HC_METHODS):
             optimizers.append(m)
             continue
         opt = "adam+lbfgs" if m == "pinn" else m
         if opt not in pinns.OPTIMIZERS:
-            raise CLIError(f"unknown method {m!r}; choose from pinn, lpinn, teng, {', '.join(pinns.OPTIMIZERS)}")
+            raise CLIError(
+                f"unknown method {m!r}; choose from pinn, soft, hc, hc-moe, lpinn, teng, {', '.join(pinns.OPTIMIZERS)}"
+            )
         optimizers.append(opt)
     overrides = {
         "steps": args.steps,
@@ -490,6 +547,17 @@ def _compare(args) -> int:
                     pinns.lagrangian_form(problem)
                     lp = {k: v for k, v in overrides.items() if k != "constraints"}
                     settings = pinns.lpinn_settings(seed=seed, lbfgs_steps=args.lbfgs_steps, **lp)
+                elif opt in HC_METHODS:
+                    hc = {k: v for k, v in overrides.items() if k != "constraints"}
+                    k = experts if opt == "hc-moe" else 1
+                    settings = pinns.hc_settings(problem, "adam", experts=k, seed=seed, **hc)
+                elif opt == "soft":
+                    # Adam only (like hc, hc-moe) unless --lbfgs-steps asks for L-BFGS after it
+                    soft = {**overrides, "constraints": "soft"}
+                    if args.lbfgs_steps:
+                        soft["lbfgs_steps"] = args.lbfgs_steps
+                    first = "adam+lbfgs" if args.lbfgs_steps else "adam"
+                    settings = pinns.settings_for(problem, first, seed=seed, **soft)
                 else:
                     settings = pinns.settings_for(problem, opt, seed=seed, **overrides, **extra)
             except ValueError as e:

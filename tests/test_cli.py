@@ -97,6 +97,12 @@ def test_reference_writes_npz(tmp_path):
         (["solve", "heat2d", "--dt", "0.1"], "options of --method teng"),
         (["solve", "reaction_diffusion", "--method", "lpinn"], "Supported problems: burgers, burgers_teng, convection"),
         (["solve", "convection", "--method", "lpinn", "--constraints", "soft"], "not used by --method lpinn"),
+        (["solve", "poisson2d", "--method", "hc", "--param", "experts=4"], "setting of --method hc-moe"),
+        (["solve", "poisson2d", "--method", "hc-moe", "--param", "experts=1"], "integer >= 2"),
+        (["solve", "poisson2d", "--method", "hc-moe", "--param", "experts=two"], "integer >= 2"),
+        (["solve", "poisson2d", "--method", "soft", "--constraints", "hard"], "not used by --method soft"),
+        (["solve", "poisson2d", "--basis", "8"], "options of --method hc and hc-moe"),
+        (["solve", "poisson2d", "--method", "hc", "--basis", "0"], "must be a positive integer"),
         (["frobnicate"], "invalid choice"),
         ([], "required"),
     ],
@@ -250,3 +256,29 @@ def test_solve_lpinn_writes_eulerian_metrics_and_resumes(tmp_path, capsys):
     assert main(["solve", "convection", "--resume", str(out), "--lbfgs-steps", "170", "--no-progress"]) == 0
     m2 = json.loads((out / "metrics.json").read_text())
     assert m2["steps"] == 270 and m2["method"] == "lpinn" and m2["rel_l2"] <= m["rel_l2"] * 1.01
+
+
+def test_solve_soft_hc_and_hc_moe(tmp_path, capsys):
+    # the three constraint treatments of PI-HC on one problem: metrics, plots, checkpoint, experts
+    small = ["--steps", "6", "--width", "8", "--depth", "2", "--points", "64", "--no-progress", "--x64"]
+    hc = ["--basis", "6", "--constraint-points", "32"]
+    runs = {
+        "soft": ["--method", "soft"],
+        "hc": ["--method", "hc", *hc],
+        "hc-moe": ["--method", "hc-moe", "--param", "experts=2", *hc],
+    }
+    for name, extra in runs.items():
+        out = tmp_path / name
+        assert main(["solve", "poisson2d", "--out", str(out), *small, *extra]) == 0, name
+        m = json.loads((out / "metrics.json").read_text())
+        assert m["method"] == name and m["steps"] == 6 and np.isfinite(m["rel_l2"]) and m["params"] == {"k": 1.0}
+        assert m["unconverged_solves"] == 0
+        for f in ("solution.png", "loss.png", "checkpoint.npz"):
+            assert (out / f).stat().st_size > 0
+    s = {n: json.loads((tmp_path / n / "metrics.json").read_text())["settings"] for n in runs}
+    assert s["soft"]["constraints"] == "soft" and "field" not in s["soft"]
+    assert s["hc"]["experts"] == 1 and s["hc-moe"]["experts"] == 2 and s["hc"]["n_basis"] == 6
+    assert json.loads((tmp_path / "hc-moe" / "metrics.json").read_text())["settings"]["n_constraint"] == 32
+    # resume continues the hard-constraint run
+    assert main(["solve", "poisson2d", "--resume", str(tmp_path / "hc-moe"), "--steps", "8", "--no-progress"]) == 0
+    assert json.loads((tmp_path / "hc-moe" / "metrics.json").read_text())["steps"] == 8
