@@ -16,6 +16,25 @@ from ._models import MODELS
 CONSTRAINTS = ("hard", "soft")
 
 
+def features(
+    x: Float[Array, " d"], lower: tuple, upper: tuple, periodic: tuple[int, ...] = (), harmonics: int = 1
+) -> Float[Array, " f"]:
+    """Network inputs for a point of the box ``[lower, upper]``: coordinates scaled to ``[-1, 1]``, each
+    periodic axis replaced by ``cos(2 pi m (x - lo)/L), sin(...)``, ``m = 1..harmonics``.
+    Shape ``(d + len(periodic) * (2 * harmonics - 1),)``."""
+    lo = jnp.asarray(lower, x.dtype)
+    hi = jnp.asarray(upper, x.dtype)
+    feats = []
+    m = jnp.arange(1, harmonics + 1, dtype=x.dtype)
+    for i in range(x.shape[0]):
+        if i in periodic:
+            angle = 2 * jnp.pi * m * (x[i] - lo[i]) / (hi[i] - lo[i])
+            feats += [jnp.cos(angle), jnp.sin(angle)]
+        else:
+            feats.append((2 * (x[i] - lo[i]) / (hi[i] - lo[i]) - 1)[None])
+    return jnp.concatenate(feats)
+
+
 class Field(eqx.Module):
     """A neural field ``u(x)`` for one problem: ``(d,) -> ()`` (scalar) or ``(c,)``.
 
@@ -51,17 +70,7 @@ class Field(eqx.Module):
 
     def features(self, x: Float[Array, " d"]) -> Float[Array, " f"]:
         """Scaled coordinates, periodic axes replaced by their Fourier embedding."""
-        lo = jnp.asarray(self.lower, x.dtype)
-        hi = jnp.asarray(self.upper, x.dtype)
-        feats = []
-        m = jnp.arange(1, self.harmonics + 1, dtype=x.dtype)
-        for i in range(x.shape[0]):
-            if i in self.periodic:
-                angle = 2 * jnp.pi * m * (x[i] - lo[i]) / (hi[i] - lo[i])
-                feats += [jnp.cos(angle), jnp.sin(angle)]
-            else:
-                feats.append((2 * (x[i] - lo[i]) / (hi[i] - lo[i]) - 1)[None])
-        return jnp.concatenate(feats)
+        return features(x, self.lower, self.upper, self.periodic, self.harmonics)
 
     def __call__(self, x: Float[Array, " d"]) -> Float[Array, "..."]:
         out = self.backbone(self.features(x))

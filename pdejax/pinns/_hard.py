@@ -14,6 +14,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..problems import Domain, Problem, sample
 from ..problems._derivatives import Memo, partial
+from ._field import features
 from ._models import MODELS, output_layer
 
 
@@ -38,24 +39,25 @@ class ConstraintStats(eqx.Module):
 
 
 class BasisField(eqx.Module):
-    """``N`` neural basis functions ``b(x) in R^N`` on a box (inputs scaled to ``[-1, 1]``).
+    """``N`` neural basis functions ``b(x) in R^N`` on a box (inputs scaled to ``[-1, 1]``; periodic axes
+    embedded as in :class:`pdejax.pinns.Field`, so every basis function is exactly periodic along them).
 
     Attributes:
-        net: backbone ``(d,) -> (N,)``; lower, upper: the box.
+        net: backbone ``(f,) -> (N,)``; lower, upper: the box; periodic, harmonics: the embedding.
     """
 
     net: eqx.Module
     lower: tuple[float, ...] = eqx.field(static=True)
     upper: tuple[float, ...] = eqx.field(static=True)
+    periodic: tuple[int, ...] = eqx.field(static=True, default=())
+    harmonics: int = eqx.field(static=True, default=1)
 
     @property
     def size(self) -> int:
         return int(output_layer(self.net).weight.shape[0])
 
     def __call__(self, x: Float[Array, " d"]) -> Float[Array, " N"]:
-        lo = jnp.asarray(self.lower, x.dtype)
-        hi = jnp.asarray(self.upper, x.dtype)
-        return self.net(2 * (x - lo) / (hi - lo) - 1)
+        return self.net(features(x, self.lower, self.upper, self.periodic, self.harmonics))
 
 
 class _Points:
@@ -511,8 +513,13 @@ def make_hard_constraint_field(
     split = expert_split(problem, experts)
     kn, kp = jax.random.split(key)
     dom = problem.domain
-    net = MODELS[model](dom.dim, n_basis, width, depth, activation, key=kn)
-    basis = BasisField(net, tuple(float(v) for v in dom.lower), tuple(float(v) for v in dom.upper))
+    # periodicity is built into the basis (exact), so it is no constraint of the solve
+    periodic = problem.periodic_axes
+    if periodic:
+        problem = problem.without("periodic")
+    net = MODELS[model](dom.dim + len(periodic), n_basis, width, depth, activation, key=kn)
+    lower, upper = tuple(float(v) for v in dom.lower), tuple(float(v) for v in dom.upper)
+    basis = BasisField(net, lower, upper, periodic)
     counts = {k: max(4, t.n_points // 32) for k, t in problem.terms.items()}
     counts.update(dict(n_constraint or {}))
     unknown = set(counts) - set(problem.terms)

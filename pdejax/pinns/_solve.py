@@ -171,7 +171,7 @@ def field_for(problem: Problem, s: dict):
             blend=float(s["blend"]),
             key=key,
         )
-        return field, problem
+        return field, field.problem  # without the terms the basis enforces exactly (periodicity)
     return make_field(
         problem,
         s["model"],

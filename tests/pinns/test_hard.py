@@ -90,6 +90,20 @@ def test_constraints_hold_exactly_when_the_basis_is_rich_enough():
     assert float(pb.term_loss(field.prepared(), "pde", other["pde"])) > 1e-3
 
 
+def test_periodic_axes_are_built_into_the_basis_not_constrained():
+    # convection is periodic in x: the basis embeds x as (cos, sin), so the periodicity term leaves the
+    # constraints and every prediction is periodic to rounding, whatever the coefficients
+    pb = P.get("convection", beta=1.0)
+    field = make_hard_constraint_field(pb, n_basis=8, width=16, depth=2, key=jax.random.PRNGKey(0))
+    assert field.basis.periodic == (0,) and "periodic" not in field.problem.terms and "periodic" in pb.terms
+    u = field.prepared()
+    t = jnp.linspace(0.0, 1.0, 7)
+    left = jax.vmap(lambda s: u(jnp.stack([0.0, s])))(t)
+    right = jax.vmap(lambda s: u(jnp.stack([2 * jnp.pi, s])))(t)
+    np.testing.assert_allclose(left, right, rtol=1e-12, atol=1e-12)
+    assert float(jnp.std(left)) > 0  # not trivially constant
+
+
 def test_non_converging_solve_is_reported():
     from pdejax.pinns import TrainConfig, TrainingDiverged, train
 
