@@ -249,9 +249,12 @@ class ExpertSplit(eqx.Module):
         points outside the box to the nearest cell). Piecewise constant: carries no derivative."""
         lo = jnp.asarray(self.lower, x.dtype)
         hi = jnp.asarray(self.upper, x.dtype)
-        counts = jnp.asarray(self.counts)
-        cell = jnp.clip(jnp.floor((x - lo) / (hi - lo) * counts).astype(jnp.int32), 0, counts - 1)
-        return jnp.ravel_multi_index(tuple(cell), self.counts, mode="clip")
+        counts = jnp.asarray(self.counts, x.dtype)
+        # all in floating point until the end: Taylor-mode (jet) derivatives of the field trace this too,
+        # and jet has no rule for integer clipping
+        cell = jnp.clip(jnp.floor((x - lo) / (hi - lo) * counts), 0, counts - 1)
+        strides = jnp.asarray(np.cumprod((self.counts[1:] + (1,))[::-1])[::-1], x.dtype)
+        return jnp.sum(cell * strides).astype(jnp.int32)
 
     def weights(self, x: Float[Array, " d"], width: float) -> Float[Array, " K"]:
         """A smooth partition of unity over the cells at ``x``: per axis, cell ``j`` of ``c`` has weight

@@ -15,6 +15,7 @@ from ._benchmarks import (
 from ._cache import cache_dir
 from ._derivatives import divergence, grad, hessian, laplacian, partial, time_derivative
 from ._domain import Box, Domain, Interval, Rectangle
+from ._navier_stokes import navier_stokes2d
 from ._problem import Problem, Term, dirichlet_term, initial_term, periodic_term
 from ._registry import get, names, parameters, register
 from ._sampling import METHODS as SAMPLING_METHODS
@@ -46,6 +47,7 @@ __all__ = [
     "kovasznay",
     "laplacian",
     "names",
+    "navier_stokes2d",
     "parameters",
     "partial",
     "periodic_term",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 
-from . import _benchmarks
+from . import _benchmarks, _navier_stokes
 from ._problem import Problem
 
 _REGISTRY: dict[str, Callable[..., Problem]] = {}
@@ -90,6 +90,7 @@ for _factory in (
     _benchmarks.heat2d,
     _benchmarks.helmholtz2d,
     _benchmarks.kovasznay,
+    _navier_stokes.navier_stokes2d,
     _benchmarks.poisson2d,
     _benchmarks.reaction_diffusion,
 ):

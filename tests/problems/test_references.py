@@ -254,6 +254,8 @@ def test_registry_names_and_params():
         "convection",
         "reaction_diffusion",
         "kovasznay",
+        "diffusion_sorption",
+        "navier_stokes2d",
     } <= set(P.names())
     assert P.get("convection", beta="50").params["beta"] == 50.0
     assert P.parameters("helmholtz2d") == {"a1": 1.0, "a2": 4.0, "k": 1.0}
