@@ -167,8 +167,17 @@ def test_expert_split_cells_points_and_prediction():
         pb, n_basis=8, width=16, depth=2, experts=4, n_constraint={"pde": 64}, key=jax.random.PRNGKey(0)
     )
     pts = field._points()
-    # interior points divided by cell; initial/boundary points shared by every expert
+    # interior points divided by cell; initial and boundary points shared by every expert; with
+    # exact_initial the initial condition is built into the field instead (u = u0 + t/T b . w)
     assert pts["pde"].shape == (4, 16, 2) and pts["ic"].shape == (8, 2) and pts["inflow"].shape == (4, 2)
+    exact = make_hard_constraint_field(
+        pb, n_basis=8, experts=4, n_constraint={"pde": 64}, exact_initial=True, key=jax.random.PRNGKey(0)
+    )
+    assert "ic" not in exact._points() and exact.basis.initial is not None and field.basis.initial is None
+    lin = exact.prepared()
+    for k in range(4):
+        y = jnp.array([split.cell(k)[0][0] + 0.1, 0.0])
+        assert float(lin(y)) == 0.0  # u0 = 0 exactly at t = 0, whatever w
     for k in range(4):
         lo, hi = split.cell(k)
         assert np.all((pts["pde"][k] >= lo) & (pts["pde"][k] <= hi))
