@@ -513,9 +513,9 @@ def _compare(args) -> int:
     from ._io import atomic_write_text
     from ._plots import plot_compare
 
-    given_experts = [v for k, v in args.param if k == "experts"]
-    _, experts = _experts(args.param, "hc-moe" if given_experts or "hc-moe" in methods else "compare")
-    problem = _problem(args.problem, [(k, v) for k, v in args.param if k != "experts"])
+    given_experts = any(k == "experts" for k, _ in args.param)
+    problem_params, experts = _experts(args.param, "hc-moe" if given_experts or "hc-moe" in methods else "compare")
+    problem = _problem(args.problem, problem_params)
     optimizers = []
     for m in methods:
         if m in ("teng", "lpinn", "soft", *HC_METHODS):

@@ -7,8 +7,10 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
+from ._benchmarks import _positive
 from ._derivatives import partial
 from ._domain import Rectangle
+from ._periodic import hermite_in_time
 from ._problem import Problem, Term, initial_term, periodic_term
 
 _HERMITE_TIMES = 201  # time nodes of the cubic Hermite interpolation for scattered times
@@ -93,29 +95,17 @@ class _NavierStokesReference:
     def __call__(self, points: np.ndarray) -> np.ndarray:
         x, y, t = points[:, 0], points[:, 1], points[:, 2]
         times, inverse = np.unique(t, return_inverse=True)
-        inverse = inverse.ravel()
+
+        def gauged(coef, rows):  # psi(x, y) - psi(0, 0) at each point's time row
+            return self._psi(coef, rows, x, y) - self._psi(coef, rows, 0 * x, 0 * y)
+
         if times.size <= _MAX_EXACT_TIMES:
-            c = self.vorticity_coefficients(times)
-            psi = self._psi(c, inverse, x, y) - self._psi(c, inverse, 0 * x, 0 * y)
+            psi = gauged(self.vorticity_coefficients(times), inverse.ravel())
         else:
             grid = np.linspace(0.0, max(float(times[-1]), 0.0), _HERMITE_TIMES)
             c = self.vorticity_coefficients(grid)
             ct = self._tendency(c)
-            h = grid[1] - grid[0]
-            j = np.clip((t // h).astype(int), 0, _HERMITE_TIMES - 2)
-            s = (t - grid[j]) / h
-
-            def gauged(coef, rows):
-                return self._psi(coef, rows, x, y) - self._psi(coef, rows, 0 * x, 0 * y)
-
-            p0, p1 = gauged(c, j), gauged(c, j + 1)
-            d0, d1 = gauged(ct, j) * h, gauged(ct, j + 1) * h
-            psi = (
-                (2 * s**3 - 3 * s**2 + 1) * p0
-                + (s**3 - 2 * s**2 + s) * d0
-                + (-2 * s**3 + 3 * s**2) * p1
-                + (s**3 - s**2) * d1
-            )
+            psi = hermite_in_time(t, grid, lambda j: gauged(c, j), lambda j: gauged(ct, j))
         return psi + _psi0_np(0.0, 0.0)
 
 
@@ -128,9 +118,7 @@ def navier_stokes2d(nu: float = 0.01, T: float = 1.0) -> Problem:
     The PI-HC 2D Navier–Stokes setting of Chalapathi et al. (ICLR 2024) is vorticity form on a periodic
     box; this single-trajectory version keeps a scalar unknown.
     Reference: pseudo-spectral vorticity solver (``pdejax.solvers.navier_stokes_vorticity``, 64^2 modes)."""
-    for k, v in {"nu": nu, "T": T}.items():
-        if not (np.isfinite(v) and v > 0):
-            raise ValueError(f"parameter {k} must be a finite number > 0, got {v}")
+    _positive(nu=nu, T=T)
 
     def pde(u, p):
         # derivatives of psi: axes 0 = x, 1 = y, 2 = t
