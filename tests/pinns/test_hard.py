@@ -29,6 +29,10 @@ def _toy(nonlinear: bool) -> Problem:
     )
 
 
+# jitted: eager dispatch of the solver's loop costs seconds per call
+_prepared = eqx.filter_jit(lambda f: f.prepared())
+
+
 def _loss_fn(field):
     xe = jnp.linspace(0, 1, 17)[:, None]
     params, static = eqx.partition(field, eqx.is_inexact_array)
@@ -55,8 +59,10 @@ def test_constraint_layer_gradient_is_implicit_and_matches_unrolled_and_finite_d
         key=jax.random.PRNGKey(2),
     )
     loss, params = _loss_fn(field)
-    g_implicit = ravel_pytree(jax.grad(loss)(params))[0]
-    g_unrolled = ravel_pytree(jax.grad(lambda p: loss(p, optx.RecursiveCheckpointAdjoint()))(params))[0]
+    # jitted: eager dispatch of the solver's loop costs seconds per call
+    g_implicit = ravel_pytree(jax.jit(jax.grad(loss))(params))[0]
+    g_unrolled = ravel_pytree(jax.jit(jax.grad(lambda p: loss(p, optx.RecursiveCheckpointAdjoint())))(params))[0]
+    loss = jax.jit(loss)
     # both differentiate the same converged solve; they differ by the solver tolerance only
     np.testing.assert_allclose(g_implicit, g_unrolled, rtol=0, atol=1e-6 * float(jnp.max(jnp.abs(g_implicit))))
     flat, unravel = ravel_pytree(params)
@@ -112,13 +118,13 @@ def test_non_converging_solve_is_reported():
     with pytest.raises(ConstraintNotConverged, match=r"2 Levenberg-Marquardt iterations .* residual \(rms\) \d"):
         field.solve()
     # 'keep' (default): training goes on with the last (finite) iterate and counts the unconverged solves
-    assert bool(jnp.all(jnp.isfinite(field.prepared().coefficients)))
+    assert bool(jnp.all(jnp.isfinite(_prepared(field).coefficients)))
     cfg = TrainConfig(steps=4, chunk=2, eval_every=0)
     res = train(pb, field, cfg, progress=False, reference=False)
     assert res.unconverged_solves == 4
     # 'nan': the coefficients become NaN, the trainer stops and reports the solve (never silent garbage)
     strict = dataclasses.replace(field, on_failure="nan")
-    assert bool(jnp.all(jnp.isnan(strict.prepared().coefficients)))
+    assert bool(jnp.all(jnp.isnan(_prepared(strict).coefficients)))
     with pytest.raises(TrainingDiverged, match=r"constraint solve: 2 Levenberg-Marquardt iterations.*NOT converged"):
         train(pb, strict, cfg, progress=False, reference=False)
 
@@ -174,7 +180,7 @@ def test_expert_split_cells_points_and_prediction():
         pb, n_basis=8, experts=4, n_constraint={"pde": 64}, exact_initial=True, key=jax.random.PRNGKey(0)
     )
     assert "ic" not in exact._points() and exact.basis.initial is not None and field.basis.initial is None
-    lin = exact.prepared()
+    lin = _prepared(exact)
     for k in range(4):
         y = jnp.array([split.cell(k)[0][0] + 0.1, 0.0])
         assert float(lin(y)) == 0.0  # u0 = 0 exactly at t = 0, whatever w
@@ -182,7 +188,7 @@ def test_expert_split_cells_points_and_prediction():
         lo, hi = split.cell(k)
         assert np.all((pts["pde"][k] >= lo) & (pts["pde"][k] <= hi))
     # the prediction uses expert k's coefficients in cell k
-    lin = field.prepared()
+    lin = _prepared(field)
     w = lin.coefficients
     assert w.shape == (4, 8) and bool(jnp.all(jnp.isfinite(w)))
     for k in range(4):
@@ -217,8 +223,8 @@ def test_expert_solves_equal_separate_solves_and_differentiate_implicitly():
         lin = eqx.tree_at(lambda f: f.coefficients, g.prepared(), w)
         return jnp.sum(jax.vmap(lin)(xe) ** 2)
 
-    g_imp = ravel_pytree(jax.grad(loss)(params))[0]
-    g_unr = ravel_pytree(jax.grad(lambda p: loss(p, optx.RecursiveCheckpointAdjoint()))(params))[0]
+    g_imp = ravel_pytree(jax.jit(jax.grad(loss))(params))[0]
+    g_unr = ravel_pytree(jax.jit(jax.grad(lambda p: loss(p, optx.RecursiveCheckpointAdjoint())))(params))[0]
     np.testing.assert_allclose(g_imp, g_unr, rtol=0, atol=1e-6 * float(jnp.max(jnp.abs(g_imp))))
 
 
@@ -242,12 +248,13 @@ def test_experts_shard_one_per_device_and_match_the_single_device_run(tmp_path):
     import subprocess
     import sys
 
-    runs = {}
-    for n in (1, 4):
-        out = tmp_path / f"run{n}.npz"
+    procs = {}
+    for n in (1, 4):  # both processes at once: each is mostly single-threaded compilation
         env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "JAX_PLATFORMS": "cpu"}
-        subprocess.run([sys.executable, "-c", f"OUT = {str(out)!r}\n" + _SHARDED], env=env, check=True)
-        runs[n] = np.load(out)
+        code = f"OUT = {str(tmp_path / f'run{n}.npz')!r}\n" + _SHARDED
+        procs[n] = subprocess.Popen([sys.executable, "-c", code], env=env)
+    assert all(p.wait() == 0 for p in procs.values())
+    runs = {n: np.load(tmp_path / f"run{n}.npz") for n in procs}
     assert int(runs[1]["n"]) == 1 and int(runs[4]["n"]) == 4
     assert int(runs[1]["devices"]) == 1 and int(runs[4]["devices"]) == 4  # one expert per device
     # the same solves and training steps up to the solver's tolerance: the sharded program orders its
