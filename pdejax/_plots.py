@@ -82,7 +82,9 @@ def plot_solution(problem, pred: np.ndarray, ref: np.ndarray, path: str | os.Pat
     plt.close(fig)
 
 
-def plot_losses(history: np.ndarray, names, path: str | os.PathLike, eval_steps=(), eval_values=()) -> None:
+def plot_losses(
+    history: np.ndarray, names, path: str | os.PathLike, eval_steps=(), eval_values=(), xlabel: str = "step"
+) -> None:
     """Save every loss term against the step (log scale) and, if given, rel. L2 against the step."""
     plt = _plt()
     n_panels = 2 if len(eval_steps) else 1
@@ -91,14 +93,14 @@ def plot_losses(history: np.ndarray, names, path: str | os.PathLike, eval_steps=
     steps = np.arange(1, history.shape[0] + 1)
     for j, name in enumerate(names):
         ax.semilogy(steps, np.maximum(history[:, j], 1e-300), label=name, lw=1)
-    ax.set_xlabel("step")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("loss term")
     ax.legend()
     ax.grid(alpha=0.3)
     if n_panels == 2:
         ax = axes[0, 1]
         ax.semilogy(eval_steps, eval_values, "o-")
-        ax.set_xlabel("step")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("relative L2 error")
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -142,6 +144,38 @@ def plot_error_history(times, errors, path: str | os.PathLike, title: str = "") 
     ax.set_ylabel("relative L2 error")
     ax.set_title(title)
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_operator_samples(
+    inputs: np.ndarray, pred: np.ndarray, true: np.ndarray, coords: np.ndarray, path: str | os.PathLike
+) -> None:
+    """Save input, prediction, truth and |error| for a few samples of an operator (one row per sample).
+
+    Args:
+        inputs: ``(k, c_in, *grid)``; pred, true: ``(k, c_out, *grid)`` (first channel shown);
+        coords: ``(*grid, d)`` with ``d`` = 1 (line plots) or 2 (images); path: output PNG.
+    """
+    plt = _plt()
+    k, d = len(inputs), coords.shape[-1]
+    fig, axes = plt.subplots(k, 4, figsize=(13, 2.8 * k), squeeze=False)
+    for i in range(k):
+        a, p, t = inputs[i, 0], pred[i, 0], true[i, 0]
+        panels = (("input", a), ("prediction", p), ("truth", t), ("|error|", np.abs(p - t)))
+        for ax, (title, v) in zip(axes[i], panels):
+            if d == 1:
+                ax.plot(coords[:, 0], v, lw=1.2)
+                if title == "prediction":
+                    ax.plot(coords[:, 0], t, "k--", lw=0.8, label="truth")
+                    ax.legend(fontsize=7)
+            else:
+                ext = (coords[0, 0, 1], coords[0, -1, 1], coords[0, 0, 0], coords[-1, 0, 0])
+                im = ax.imshow(v, origin="lower", extent=ext, aspect="auto", cmap="viridis")
+                fig.colorbar(im, ax=ax, fraction=0.046)
+            rel = np.linalg.norm(p - t) / np.linalg.norm(t)
+            ax.set_title(f"{title}" + (f" (rel L2 {rel:.2e})" if title == "|error|" else ""), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -11,6 +11,20 @@ import sys
 from pathlib import Path
 
 METHODS = ("pinn", "soft", "hc", "hc-moe", "lpinn", "teng")
+OPERATOR_METHODS = ("fno", "deeponet", "multionet")
+OPERATOR_DATASETS = ("burgers1d", "darcy")  # = pdejax.operators.DATASETS, named here to parse without jax
+_OPERATOR_FLAGS = (
+    "data",
+    "epochs",
+    "n_train",
+    "n_test",
+    "resolution",
+    "modes",
+    "batch",
+    "labels",
+    "physics",
+    "devices",
+)
 HC_METHODS = ("hc", "hc-moe")
 MODELS = ("mlp", "fourier", "modified")
 
@@ -51,6 +65,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
     if not (value > 0 and value < float("inf")):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (value >= 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
 
 
@@ -119,6 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="output directory (default: runs/PROBLEM-METHOD)")
     s.add_argument("--resume", default=None, metavar="DIR", help="continue the run whose checkpoint is in DIR")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    o = s.add_argument_group("operator learning (problems burgers1d, darcy; methods fno, deeponet, multionet)")
+    o.add_argument("--data", default=None, metavar="FILE", help="dataset file (pdejax data / PDEBench HDF5)")
+    o.add_argument("--epochs", type=_positive_int, default=None)
+    o.add_argument("--n-train", type=_positive_int, default=None, help="training samples")
+    o.add_argument("--n-test", type=_positive_int, default=None, help="held-out test samples")
+    o.add_argument("--resolution", type=_positive_int, default=None, help="grid points per axis of generated data")
+    o.add_argument("--modes", type=_positive_int, default=None, help="fno: Fourier modes per axis")
+    o.add_argument("--batch", type=_positive_int, default=None, help="samples per step")
+    o.add_argument("--labels", type=_positive_float, default=None, help="fraction of training outputs used, (0, 1]")
+    o.add_argument("--physics", type=_nonneg_float, default=None, help="weight of the PINO residual loss (darcy)")
+    o.add_argument("--devices", type=_positive_int, default=None, help="data-parallel over this many devices")
 
     c = sub.add_parser("compare", help="run several methods x seeds on one problem; write a table and a plot")
     c.add_argument("problem")
@@ -144,6 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True)
     c.add_argument("--no-progress", action="store_true")
 
+    d = sub.add_parser("data", help="generate an operator-learning dataset (burgers1d, darcy) with pdejax.solvers")
+    d.add_argument("dataset")
+    d.add_argument("--n", type=_positive_int, required=True, help="number of input/output pairs")
+    d.add_argument("--out", required=True, help="output file (.npz)")
+    d.add_argument("--resolution", type=_positive_int, default=None, help="grid points per axis")
+    d.add_argument("--seed", type=_nonneg_int, default=0)
+    d.add_argument("--no-progress", action="store_true")
+
     r = sub.add_parser("reference", help="write a problem's reference solution on its evaluation grid")
     r.add_argument("problem")
     r.add_argument("--param", type=_param, action="append", default=[], metavar="KEY=VALUE")
@@ -155,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pdejax`` console script; returns the exit status."""
     try:
         args = build_parser().parse_args(argv)
-        return {"list": _list, "solve": _solve, "compare": _compare, "reference": _reference}[args.command](args)
+        commands = {"list": _list, "solve": _solve, "compare": _compare, "reference": _reference, "data": _data}
+        return commands[args.command](args)
     except CLIError as e:
         _fail(str(e))
         return 2
@@ -229,21 +273,19 @@ _SETTING_FLAGS = {
 
 
 def _solve(args) -> int:
+    if args.problem in OPERATOR_DATASETS:
+        return _solve_operator(args)
+    if args.method in OPERATOR_METHODS:
+        raise CLIError(f"--method {args.method} learns an operator: use it with {' or '.join(OPERATOR_DATASETS)}")
+    given = [f"--{k.replace('_', '-')}" for k in _OPERATOR_FLAGS if getattr(args, k) is not None]
+    if given:
+        raise CLIError(
+            f"{', '.join(given)}: options of operator learning ({', '.join(OPERATOR_DATASETS)}), not of {args.problem}"
+        )
     if args.method is not None and args.method not in METHODS:
-        raise CLIError(f"unknown method {args.method!r}; choose one of: {', '.join(METHODS)}")
-    run = None
-    if args.resume is not None:
-        run_file = Path(args.resume) / "run.json"
-        if not run_file.exists():
-            raise CLIError(f"--resume {args.resume!r}: no run.json there (not a pdejax run directory)")
-        try:
-            run = json.loads(run_file.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise CLIError(f"--resume {args.resume!r}: run.json is unreadable ({e})") from None
-        if run.get("problem") != args.problem:
-            raise CLIError(f"--resume {args.resume!r} holds a run of {run.get('problem')!r}, not {args.problem!r}")
-        if args.method is not None and args.method != run.get("method", "pinn"):
-            raise CLIError(f"--resume {args.resume!r} holds a {run.get('method', 'pinn')} run, not {args.method}")
+        raise CLIError(f"unknown method {args.method!r}; choose one of: {', '.join(METHODS + OPERATOR_METHODS)}")
+    run = _read_run(args)
+    if run is not None:
         args.method = run.get("method", "pinn")
     args.method = args.method or "pinn"
     if args.method == "teng":
@@ -672,6 +714,132 @@ def _reference(args) -> int:
     )
     atomic_write_bytes(out, buf.getvalue())
     print(f"{problem.name}: reference on grid {shape} -> {out}")
+    return 0
+
+
+
+def _read_run(args) -> dict | None:
+    """The run.json of ``--resume DIR`` (checked against the problem and method asked for), or None."""
+    if args.resume is None:
+        return None
+    run_file = Path(args.resume) / "run.json"
+    if not run_file.exists():
+        raise CLIError(f"--resume {args.resume!r}: no run.json there (not a pdejax run directory)")
+    try:
+        run = json.loads(run_file.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CLIError(f"--resume {args.resume!r}: run.json is unreadable ({e})") from None
+    if run.get("problem") != args.problem:
+        raise CLIError(f"--resume {args.resume!r} holds a run of {run.get('problem')!r}, not {args.problem!r}")
+    if args.method is not None and args.method != run.get("method", "pinn"):
+        raise CLIError(f"--resume {args.resume!r} holds a {run.get('method', 'pinn')} run, not {args.method}")
+    return run
+
+
+_PINN_ONLY = ("optimizer", "steps", "lbfgs_steps", "model", "constraints", "sampler", "points", "resample_every",
+              "adaptive", "basis", "constraint_points", "dt", "integrator")  # fmt: skip
+_OPERATOR_SETTINGS = {"n_train": "n_train", "n_test": "n_test", "resolution": "resolution", "epochs": "epochs",
+                      "batch": "batch_size", "lr": "learning_rate", "width": "width", "depth": "depth",
+                      "modes": "modes", "labels": "labels", "physics": "physics_weight", "devices": "devices",
+                      "seed": "seed", "data": "data"}  # fmt: skip
+
+
+def _solve_operator(args) -> int:
+    """``pdejax solve burgers1d|darcy --method fno|deeponet|multionet``: learn the dataset's solution operator."""
+    given = [f"--{k.replace('_', '-')}" for k in _PINN_ONLY if getattr(args, k) not in (None, False)]
+    if given or args.param:
+        flags = ", ".join(given + (["--param"] if args.param else []))
+        raise CLIError(f"{flags}: not options of operator learning ({args.problem}); see pdejax solve --help")
+    run = _read_run(args)
+    method = args.method or (run["method"] if run else "fno")
+    if method not in OPERATOR_METHODS:
+        raise CLIError(
+            f"{args.problem} is an operator-learning dataset: --method must be one of {', '.join(OPERATOR_METHODS)}"
+        )
+    out = Path(args.out or args.resume or f"runs/{args.problem}-{method}")
+    _writable_dir(out)
+    x64 = args.x64 or bool(run and run.get("x64"))
+    if args.data is not None and not Path(args.data).exists():
+        raise CLIError(f"--data {args.data!r}: no such file")
+
+    import jax
+    import numpy as np
+
+    jax.config.update("jax_enable_x64", x64)
+    from . import operators
+    from ._io import CheckpointError, atomic_write_text
+    from ._plots import plot_losses, plot_operator_samples
+
+    if args.devices is not None and args.devices > jax.device_count():
+        raise CLIError(f"--devices {args.devices}: only {jax.device_count()} device(s) available")
+    try:
+        if run is not None:
+            settings = dict(run["settings"])
+            if args.epochs is not None:
+                settings["epochs"] = args.epochs
+        else:
+            overrides = {v: getattr(args, k) for k, v in _OPERATOR_SETTINGS.items()}
+            settings = operators.operator_settings(args.problem, method, **overrides)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    run_info = {"problem": args.problem, "method": method, "param": [], "x64": x64, "settings": settings}
+    atomic_write_text(out / "run.json", json.dumps(run_info, indent=2))
+    try:
+        sol = operators.solve_operator(args.problem, settings, out_dir=out, resume=run is not None,
+                                       progress=not args.no_progress)  # fmt: skip
+    except (CheckpointError, operators.DatasetError) as e:
+        raise CLIError(str(e)) from None
+    except operators.OperatorTrainingDiverged as e:
+        _fail(str(e))
+        return 1
+    res = sol.result
+    per_sample = operators.relative_l2_per_sample(sol.prediction, sol.test.outputs)
+    metrics = {
+        "problem": args.problem,
+        "method": method,
+        "optimizer": "adam",
+        "steps": res.epochs,
+        "epochs": res.epochs,
+        "seed": int(settings["seed"]),
+        "rel_l2": res.test_rel_l2,
+        "test_rel_l2": res.test_rel_l2,
+        "test_rel_l2_max": float(np.max(per_sample)),
+        "wall_time_s": res.wall_time_s,
+        "params": {},
+        "settings": settings,
+        "x64": x64,
+        "loss_terms": {k: v[-1] for k, v in res.history.items() if v},
+        "rel_l2_history": {"epoch": res.eval_epochs, "rel_l2": res.eval_rel_l2},
+        "device": str(jax.devices()[0]),
+        "platform": platform.platform(),
+    }
+    k = min(3, len(sol.test))
+    plot_operator_samples(sol.test.inputs[:k], sol.prediction[:k], sol.test.outputs[:k], sol.test.coords,
+                          out / "solution.png")  # fmt: skip
+    names = ["data", "physics"] if settings["physics_weight"] > 0 else ["data"]
+    hist = np.stack([res.history[n] for n in names], axis=1)
+    plot_losses(hist, names, out / "loss.png", res.eval_epochs, res.eval_rel_l2, xlabel="epoch")
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=float))
+    print(f"{args.problem} {method}: test rel_l2={res.test_rel_l2:.3e} epochs={res.epochs} "
+          f"wall_time={res.wall_time_s:.1f}s -> {out}")  # fmt: skip
+    return 0
+
+
+def _data(args) -> int:
+    """``pdejax data NAME --n N --out FILE``: generate an operator dataset with pdejax.solvers."""
+    if args.dataset not in OPERATOR_DATASETS:
+        raise CLIError(f"unknown dataset {args.dataset!r}; choose one of: {', '.join(OPERATOR_DATASETS)}")
+    out = Path(args.out)
+    _writable_dir(out.parent if str(out.parent) else Path("."))
+    from . import operators
+
+    try:
+        data = operators.generate(args.dataset, args.n, resolution=args.resolution, seed=args.seed,
+                                  progress=not args.no_progress)  # fmt: skip
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    operators.save_dataset(out, data)
+    print(f"{args.dataset}: {len(data)} pairs on a {'x'.join(map(str, data.grid))} grid -> {out}")
     return 0
 
 

@@ -17,6 +17,15 @@ from ._data import (
 )
 from ._fno import FNO, Pointwise, SpectralConv
 from ._onet import DeepONet, MultiONet
+from ._solve import (
+    OPERATOR_DEFAULTS,
+    OPERATOR_METHODS,
+    OperatorSolution,
+    build_operator,
+    operator_data,
+    operator_settings,
+    solve_operator,
+)
 from ._train import (
     Normalised,
     OperatorConfig,
@@ -29,6 +38,13 @@ from ._train import (
 )
 
 __all__ = [
+    "OPERATOR_DEFAULTS",
+    "OPERATOR_METHODS",
+    "OperatorSolution",
+    "build_operator",
+    "operator_data",
+    "operator_settings",
+    "solve_operator",
     "DATASETS",
     "LAYOUT",
     "PHYSICS",

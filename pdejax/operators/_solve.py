@@ -1,0 +1,142 @@
+"""One operator-learning run from plain settings (what ``pdejax solve darcy --method fno`` calls)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from ._data import DATASETS, PHYSICS, OperatorDataset, generate, load_dataset, save_dataset
+from ._fno import FNO
+from ._onet import DeepONet, MultiONet
+from ._train import OperatorConfig, OperatorResult, predict_batched, train_operator
+
+OPERATOR_METHODS = ("fno", "deeponet", "multionet")
+
+# small enough for about a minute on a laptop CPU; the FNO paper's sizes are in benchmarks/operator_accuracy.py
+OPERATOR_DEFAULTS: dict[str, dict[str, Any]] = {
+    "burgers1d": dict(n_train=500, n_test=100, resolution=128, epochs=60, modes=16, width=64, depth=4),
+    "darcy": dict(n_train=200, n_test=50, resolution=43, epochs=30, modes=12, width=32, depth=4),
+}
+_ONET = dict(width=128, depth=4)  # DeepONet/MultiONet sizes unless given
+SETTING_KEYS = (
+    "method", "n_train", "n_test", "resolution", "epochs", "batch_size", "learning_rate", "width", "depth",
+    "modes", "labels", "physics_weight", "devices", "seed", "data",
+)  # fmt: skip
+
+
+def operator_settings(dataset: str, method: str = "fno", **overrides) -> dict[str, Any]:
+    """Complete, validated settings of an operator run (``None`` overrides keep the defaults).
+
+    Keys: ``method`` (fno, deeponet, multionet), ``n_train``/``n_test`` samples, ``resolution`` (points per
+    axis), ``epochs``, ``batch_size``, ``learning_rate``, ``width``/``depth`` (hidden channels and Fourier
+    layers for FNO; MLP width/layers for the ONets), ``modes`` (FNO), ``labels`` (fraction of training
+    samples whose outputs are used), ``physics_weight`` (PINO residual; Darcy only), ``devices``,
+    ``seed``, ``data`` (a dataset file to read instead of generating).
+    """
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown operator dataset {dataset!r}; choose one of {sorted(DATASETS)}")
+    if method not in OPERATOR_METHODS:
+        raise ValueError(f"unknown operator method {method!r}; choose one of {OPERATOR_METHODS}")
+    unknown = set(overrides) - set(SETTING_KEYS)
+    if unknown:
+        raise ValueError(f"unknown operator settings {sorted(unknown)}; known: {SETTING_KEYS}")
+    s = dict(OPERATOR_DEFAULTS[dataset], method=method, batch_size=20, learning_rate=1e-3, labels=1.0,
+             physics_weight=0.0, devices=1, seed=0, data=None)  # fmt: skip
+    if method != "fno":
+        s.update(_ONET)
+    s.update({k: v for k, v in overrides.items() if v is not None})
+    for k in ("n_train", "n_test", "epochs", "batch_size", "width", "depth", "modes", "devices"):
+        if int(s[k]) < 1:
+            raise ValueError(f"{k} must be >= 1, got {s[k]}")
+    if not 0.0 < float(s["labels"]) <= 1.0:
+        raise ValueError(f"labels is the fraction of labelled training samples, in (0, 1]; got {s['labels']}")
+    if float(s["physics_weight"]) < 0 or float(s["learning_rate"]) <= 0:
+        raise ValueError("physics_weight must be >= 0 and learning_rate > 0")
+    if float(s["physics_weight"]) > 0 and dataset not in PHYSICS:
+        raise ValueError(f"a physics loss is available for {sorted(PHYSICS)}, not {dataset!r}")
+    if method != "fno" and s["modes"] != OPERATOR_DEFAULTS[dataset]["modes"]:
+        raise ValueError("modes is a setting of --method fno")
+    return s
+
+
+def build_operator(method: str, data: OperatorDataset, width: int, depth: int, modes: int, *, key) -> Any:
+    """The untrained operator ``method`` for ``data``'s channels and grid.
+
+    FNO: ``modes`` per axis, ``width`` channels, ``depth`` Fourier layers, zero padding of ~1/9 of the grid
+    on non-periodic (Darcy) data. DeepONet: ``depth`` layers of ``width`` in branch and trunk, ``p = width``.
+    MultiONet: ``depth`` layers of ``width``.
+    """
+    d = data.coords.shape[-1]
+    cin, cout = data.inputs.shape[1], data.outputs.shape[1]
+    if method == "fno":
+        padding = 0 if data.name == "burgers1d" else max(1, data.grid[0] // 9)
+        return FNO(cin, cout, (modes,) * d, width, depth, padding=padding, key=key)
+    if method == "deeponet":
+        return DeepONet(data.inputs[0].size, d, cout, width, depth, p=width, key=key)
+    if method == "multionet":
+        return MultiONet(data.inputs[0].size, d, cout, width, max(depth, 2), key=key)
+    raise ValueError(f"unknown operator method {method!r}; choose one of {OPERATOR_METHODS}")
+
+
+@dataclasses.dataclass
+class OperatorSolution:
+    """Outcome of :func:`solve_operator`: the training result, the test set and its predictions."""
+
+    result: OperatorResult
+    test: OperatorDataset
+    prediction: np.ndarray
+    settings: dict[str, Any]
+
+
+def operator_data(dataset: str, settings: dict, out_dir: Path | None, progress: bool) -> OperatorDataset:
+    """The dataset of a run: ``settings['data']`` if given, else ``out_dir/data.npz`` if it exists (resume),
+    else generated with :func:`generate` (and saved there)."""
+    n = settings["n_train"] + settings["n_test"]
+    cached = out_dir / "data.npz" if out_dir is not None else None
+    if settings.get("data"):
+        data = load_dataset(settings["data"])
+    elif cached is not None and cached.exists():
+        data = load_dataset(cached)
+    else:
+        data = generate(dataset, n, resolution=settings["resolution"], seed=settings["seed"], progress=progress)
+        if cached is not None:
+            save_dataset(cached, data)
+    if data.name not in ("custom", dataset):
+        raise ValueError(f"the dataset file holds {data.name!r} data, not {dataset!r}")
+    if len(data) < n:
+        raise ValueError(f"the dataset has {len(data)} samples; n_train + n_test = {n}")
+    return data
+
+
+def solve_operator(
+    dataset: str, settings: dict, *, out_dir: str | Path | None = None, resume: bool = False, progress: bool = True
+) -> OperatorSolution:
+    """Generate or read the data, build the operator, train it (checkpoints in ``out_dir``), predict the test set."""
+    out = Path(out_dir) if out_dir is not None else None
+    data = operator_data(dataset, settings, out, progress)
+    train, test = data.split(settings["n_train"], settings["n_test"])
+    net = build_operator(
+        settings["method"], data, settings["width"], settings["depth"], settings["modes"],
+        key=jax.random.PRNGKey(settings["seed"]),
+    )  # fmt: skip
+    n_lab = max(1, int(round(settings["labels"] * settings["n_train"])))
+    cfg = OperatorConfig(
+        epochs=settings["epochs"],
+        batch_size=settings["batch_size"],
+        learning_rate=settings["learning_rate"],
+        lr_step_epochs=max(1, settings["epochs"] // 5),
+        n_labelled=n_lab,
+        physics_weight=settings["physics_weight"],
+        eval_every=max(1, settings["epochs"] // 10),
+        checkpoint_every=max(1, settings["epochs"] // 10),
+        devices=settings["devices"],
+        seed=settings["seed"],
+    )
+    physics = PHYSICS.get(dataset) if settings["physics_weight"] > 0 else None
+    res = train_operator(net, train, test, cfg, physics=physics, out_dir=out, resume=resume, progress=progress)
+    pred = predict_batched(res.model, test.inputs, test.coords)
+    return OperatorSolution(res, test, pred, settings)
