@@ -1,0 +1,93 @@
+"""FNO spectral convolutions against explicit DFTs; DeepONet and MultiONet against their formulas."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pdejax import operators as O
+
+
+def _weights(conv):
+    return np.asarray(conv.weight[0]) + 1j * np.asarray(conv.weight[1])
+
+
+def test_spectral_conv_1d_equals_an_explicit_truncated_dft():
+    n, m = 16, 5
+    conv = O.SpectralConv(3, 2, m, key=jax.random.PRNGKey(0))
+    v = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (3, n)))
+    x = np.arange(n)
+    # forward DFT coefficients of modes 0..m-1, the weights multiply them, and the real inverse puts each
+    # mode k > 0 back with its conjugate (factor 2, imaginary part of mode 0 dropped)
+    F = np.exp(-2j * np.pi * np.outer(np.arange(m), x) / n)
+    out_hat = np.einsum("ik,iok->ok", v @ F.T, _weights(conv))
+    expect = np.zeros((2, n))
+    for k in range(m):
+        c = 1.0 if k == 0 else 2.0
+        expect += c * np.real(out_hat[:, k, None] * np.exp(2j * np.pi * k * x / n)) / n
+    np.testing.assert_allclose(conv(jnp.asarray(v)), expect, rtol=1e-10, atol=1e-12)
+
+
+def test_spectral_conv_2d_keeps_both_signs_of_the_first_axis_modes():
+    n1, n2, m1, m2 = 12, 10, 3, 4
+    conv = O.SpectralConv(2, 2, (m1, m2), key=jax.random.PRNGKey(0))
+    v = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (2, n1, n2)))
+    vh = np.fft.rfft2(v)
+    w = _weights(conv)
+    keep = np.zeros((2, n1, n2 // 2 + 1), complex)
+    rows = list(range(m1)) + list(range(n1 - m1, n1))
+    for r_i, r in enumerate(rows):
+        keep[:, r, :m2] = np.einsum("il,iol->ol", vh[:, r, :m2], w[:, :, r_i, :])
+    np.testing.assert_allclose(conv(jnp.asarray(v)), np.fft.irfft2(keep, s=(n1, n2)), rtol=1e-10, atol=1e-12)
+
+
+def test_spectral_conv_is_resolution_independent_on_band_limited_fields():
+    # a field whose modes all lie below the grid's Nyquist: the layer's output sampled on a 4x finer grid
+    # equals the coarse output at the shared points (the weights act on modes, not grid points)
+    conv = O.SpectralConv(1, 1, (4, 4), key=jax.random.PRNGKey(2))
+
+    def field(n):
+        x = np.arange(n) / n
+        X, Y = np.meshgrid(x, x, indexing="ij")
+        return jnp.asarray((np.sin(2 * np.pi * X) * np.cos(6 * np.pi * Y) + np.cos(4 * np.pi * (X + Y)))[None])
+
+    coarse, fine = conv(field(16)), conv(field(64))
+    np.testing.assert_allclose(fine[:, ::4, ::4], coarse, atol=1e-12)
+    with pytest.raises(ValueError, match="too coarse for"):
+        conv(field(6))
+
+
+def test_fno_shapes_errors_and_evaluation_on_other_grids():
+    fno = O.FNO(1, 1, (4, 4), width=8, depth=2, proj=16, padding=3, key=jax.random.PRNGKey(0))
+    for n in (16, 24):  # trained at one resolution, evaluated at any other
+        x = np.stack(np.meshgrid(*(np.linspace(0, 1, n),) * 2, indexing="ij"), -1)
+        assert fno(jnp.ones((1, n, n)), jnp.asarray(x)).shape == (1, n, n)
+    with pytest.raises(ValueError, match=r"FNO2d needs a of shape \(channels, \*grid\)"):
+        fno(jnp.ones((1, 16)), jnp.ones((16, 1)))
+    with pytest.raises(ValueError, match="width, depth, proj >= 1"):
+        O.FNO(1, 1, 4, width=0, key=jax.random.PRNGKey(0))
+
+
+def test_deeponet_and_multionet_follow_their_formulas():
+    key = jax.random.PRNGKey(0)
+    a = jax.random.normal(key, (1, 7))
+    x = jnp.linspace(0, 1, 5)[:, None]
+    net = O.DeepONet(7, 1, out_channels=2, width=8, depth=2, p=3, key=key)
+    b = net.branch(a.reshape(-1)).reshape(2, 3)
+    t = jax.nn.gelu(jax.vmap(net.trunk)(x))
+    net = eqx.tree_at(lambda m: m.bias, net, jnp.array([0.5, -1.0]))
+    np.testing.assert_allclose(net(a, x), b @ t.T + jnp.array([[0.5], [-1.0]]), rtol=1e-12)
+
+    mo = O.MultiONet(7, 1, out_channels=1, width=4, depth=3, key=key)
+    mo = eqx.tree_at(lambda m: m.layer_weights, mo, jnp.array([2.0, -3.0]))
+    act = jax.nn.gelu
+    bs, ts = [act(mo.branch[0](a.reshape(-1)))], [act(jax.vmap(mo.trunk[0])(x))]
+    for lb, lt in zip(mo.branch[1:], mo.trunk[1:]):
+        bs.append(act(lb(bs[-1])))
+        ts.append(act(jax.vmap(lt)(ts[-1])))
+    # (1/L) sum over the layers after the input layer of w_k <b_k, t_k>, plus the bias
+    expect = (2.0 * ts[1] @ bs[1] - 3.0 * ts[2] @ bs[2]) / 2
+    np.testing.assert_allclose(mo(a, x)[0], expect, rtol=1e-12)
+    with pytest.raises(ValueError, match="reads 7 sensor values"):
+        net(jnp.ones((1, 8)), x)
