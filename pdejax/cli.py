@@ -717,7 +717,6 @@ def _reference(args) -> int:
     return 0
 
 
-
 def _read_run(args) -> dict | None:
     """The run.json of ``--resume DIR`` (checked against the problem and method asked for), or None."""
     if args.resume is None:

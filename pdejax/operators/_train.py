@@ -238,6 +238,8 @@ def train_operator(
     state = (params, opt.init(params), jax.random.PRNGKey(config.seed))
     start, history, eval_epochs, eval_vals = 0, {"loss": [], "data": [], "physics": []}, [], []
     ckpt = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
+    if ckpt is not None:
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
     if resume:
         if ckpt is None:
             raise ValueError("resume needs out_dir")

@@ -76,7 +76,10 @@ def test_wrong_layouts_are_named(tmp_path):
     )
     cases = {
         "missing": ({k: v for k, v in good.items() if k != "coords"}, "missing coords"),
-        "shape": ({**good, "outputs": np.zeros((4, 8), np.float32)}, r"outputs must have shape \(n, channels, \*grid\)"),
+        "shape": (
+            {**good, "outputs": np.zeros((4, 8), np.float32)},
+            r"outputs must have shape \(n, channels, \*grid\)",
+        ),
         "count": ({**good, "outputs": np.zeros((3, 1, 8), np.float32)}, "4 inputs but 3 outputs"),
         "coords": ({**good, "coords": np.zeros((8, 2))}, "should end in d = 1"),
         "nan": ({**good, "inputs": np.full((4, 1, 8), np.nan, np.float32)}, "inputs contains NaN"),
