@@ -13,9 +13,10 @@ def _weights(conv):
     return np.asarray(conv.weight[0]) + 1j * np.asarray(conv.weight[1])
 
 
-def test_spectral_conv_1d_equals_an_explicit_truncated_dft():
+@pytest.mark.parametrize("transform", ["fft", "dft"])
+def test_spectral_conv_1d_equals_an_explicit_truncated_dft(transform):
     n, m = 16, 5
-    conv = O.SpectralConv(3, 2, m, key=jax.random.PRNGKey(0))
+    conv = O.SpectralConv(3, 2, m, transform, key=jax.random.PRNGKey(0))
     v = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (3, n)))
     x = np.arange(n)
     # forward DFT coefficients of modes 0..m-1, the weights multiply them, and the real inverse puts each
@@ -29,9 +30,10 @@ def test_spectral_conv_1d_equals_an_explicit_truncated_dft():
     np.testing.assert_allclose(conv(jnp.asarray(v)), expect, rtol=1e-10, atol=1e-12)
 
 
-def test_spectral_conv_2d_keeps_both_signs_of_the_first_axis_modes():
+@pytest.mark.parametrize("transform", ["fft", "dft"])
+def test_spectral_conv_2d_keeps_both_signs_of_the_first_axis_modes(transform):
     n1, n2, m1, m2 = 12, 10, 3, 4
-    conv = O.SpectralConv(2, 2, (m1, m2), key=jax.random.PRNGKey(0))
+    conv = O.SpectralConv(2, 2, (m1, m2), transform, key=jax.random.PRNGKey(0))
     v = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (2, n1, n2)))
     vh = np.fft.rfft2(v)
     w = _weights(conv)
@@ -40,6 +42,16 @@ def test_spectral_conv_2d_keeps_both_signs_of_the_first_axis_modes():
     for r_i, r in enumerate(rows):
         keep[:, r, :m2] = np.einsum("il,iol->ol", vh[:, r, :m2], w[:, :, r_i, :])
     np.testing.assert_allclose(conv(jnp.asarray(v)), np.fft.irfft2(keep, s=(n1, n2)), rtol=1e-10, atol=1e-12)
+
+
+def test_the_dft_path_hands_a_retained_nyquist_mode_to_the_fft():
+    v = jax.random.normal(jax.random.PRNGKey(1), (3, 10))
+    auto, fft = (O.SpectralConv(3, 2, 6, t, key=jax.random.PRNGKey(0)) for t in ("auto", "fft"))
+    np.testing.assert_allclose(auto(v), fft(v), atol=1e-14)  # 6 modes on 10 points: mode 5 is Nyquist
+    with pytest.raises(ValueError, match="leaves out the Nyquist mode"):
+        O.SpectralConv(3, 2, 6, "dft", key=jax.random.PRNGKey(0))(v)
+    with pytest.raises(ValueError, match="transform must be one of"):
+        O.SpectralConv(3, 2, 6, "fast", key=jax.random.PRNGKey(0))
 
 
 def test_spectral_conv_is_resolution_independent_on_band_limited_fields():
