@@ -28,10 +28,10 @@ def test_fno_learns_the_heat_semigroup_and_generalises():
     data = _heat_data(120)
     train, test = data.split(100, 20)
     fno = O.FNO(1, 1, 6, width=16, depth=2, proj=32, key=jax.random.PRNGKey(0))
-    cfg = O.OperatorConfig(epochs=60, batch_size=10, learning_rate=3e-3, lr_step_epochs=20, eval_every=20)
+    cfg = O.OperatorConfig(epochs=60, batch_size=10, learning_rate=3e-3, lr_step_epochs=20, eval_every=2)
     res = O.train_operator(fno, train, test, cfg, progress=False)
     assert res.eval_rel_l2[0] > 2 * res.test_rel_l2  # the test error falls during training
-    assert res.test_rel_l2 < 3e-2, res.test_rel_l2  # measured 8e-3; an untrained FNO is at ~1
+    assert res.test_rel_l2 < 3e-2, res.test_rel_l2  # measured 4.5e-3; an untrained FNO is at ~1
     assert res.history["loss"][-1] < 0.1 * res.history["loss"][0]
 
 
