@@ -204,7 +204,7 @@ class FNO(eqx.Module):
         for i, (k, w) in enumerate(zip(self.spectral, self.skip)):
             v = k(v) + w(v)
             if i < len(self.spectral) - 1:
-                v = jax.nn.gelu(v, approximate=False)
+                v = jax.nn.gelu(v, approximate=True)
         if self.padding:
             v = v[(slice(None),) + tuple(slice(0, n) for n in grid)]
-        return self.proj2(jax.nn.gelu(self.proj1(v), approximate=False))
+        return self.proj2(jax.nn.gelu(self.proj1(v), approximate=True))
