@@ -45,7 +45,7 @@ def pdejax_epochs(dim: int, X: np.ndarray, Y: np.ndarray, epochs: int, threads: 
     nb = len(X) // 20
 
     def loss(p, a, u):
-        pred = jax.vmap(eqx.combine(p, static), (0, None))(a, x)
+        pred = O.apply_batch(eqx.combine(p, static), a, x)
         axes = tuple(range(1, u.ndim))
         return jnp.sum(jnp.sqrt(jnp.sum((pred - u) ** 2, axes)) / jnp.sqrt(jnp.sum(u**2, axes)))
 

@@ -241,6 +241,8 @@ def _list(args) -> int:
         print(f"  {name:20s} {problems.get(name).description}")
         print(f"  {'':20s} parameters: {pars or 'none'}")
     print(f"methods: {', '.join(METHODS)}")
+    print(f"operator learning (pdejax solve DATASET): datasets {', '.join(OPERATOR_DATASETS)}; "
+          f"methods {', '.join(OPERATOR_METHODS)}")  # fmt: skip
     print(f"optimizers (pinn): {', '.join(pinns.OPTIMIZERS)}")
     print(f"models (pinn): {', '.join(MODELS)}")
     return 0

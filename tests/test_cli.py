@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 
@@ -13,12 +12,6 @@ import pdejax.problems as P
 from pdejax.cli import main
 
 FAST = ["--steps", "40", "--lbfgs-steps", "10", "--width", "8", "--depth", "2", "--no-progress"]
-
-
-@pytest.fixture(autouse=True)
-def _keep_x64():
-    yield
-    jax.config.update("jax_enable_x64", True)
 
 
 def _one_line_error(capsys, code, expected_code=2):
@@ -64,6 +57,7 @@ def test_list(capsys):
     for name in P.names():
         assert name in out
     assert "beta=10" in out and "adam+lbfgs" in out
+    assert "datasets burgers1d, darcy; methods fno, deeponet, multionet" in out
 
 
 def test_reference_writes_npz(tmp_path):

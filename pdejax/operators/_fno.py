@@ -34,6 +34,12 @@ class Pointwise(eqx.Module):
         out = jnp.tensordot(self.weight, v, axes=(1, 0))
         return out + self.bias.reshape((-1,) + (1,) * (v.ndim - 1))
 
+    def last(self, v: Float[Array, "*points inp"]) -> Float[Array, "*points out"]:
+        """The same map on channels-last values: one ``(points, inp) @ (inp, out)`` GEMM (CPU-friendly:
+        its gradient is two plain GEMMs, where batched contractions over several axes are slow)."""
+        out = v.reshape(-1, v.shape[-1]) @ self.weight.T + self.bias
+        return out.reshape(v.shape[:-1] + (out.shape[-1],))
+
 
 class SpectralConv(eqx.Module):
     """Spectral convolution ``v -> F^-1(R . F v)`` with a learned complex ``R`` on the lowest modes.
@@ -130,6 +136,40 @@ class SpectralConv(eqx.Module):
         return (o_r * mult) @ c2.T - (o_i * mult) @ s2.T
 
 
+def _spectral_last(conv: SpectralConv, v: Float[Array, "b *grid inp"]) -> Float[Array, "b *grid out"]:
+    """:class:`SpectralConv` on a channels-last batch (the same map; the retained modes' real DFT as GEMMs,
+    the mode mixing as one batched matmul over modes)."""
+    grid, dt = v.shape[1:-1], v.dtype
+    conv.check_grid(grid)
+    if conv.transform == "fft" or not _dft_fits(grid, conv.modes):
+        return jnp.moveaxis(jax.vmap(conv)(jnp.moveaxis(v, -1, 1)), 1, -1)
+    b, c = v.shape[0], v.shape[-1]
+    wr = jnp.moveaxis(conv.weight[0].astype(dt).reshape(c, -1, np.prod(conv.weight.shape[3:])), -1, 0)
+    wi = jnp.moveaxis(conv.weight[1].astype(dt).reshape(c, -1, np.prod(conv.weight.shape[3:])), -1, 0)
+    n2, m2 = grid[-1], conv.modes[-1]
+    c2, s2 = _cos_sin(n2, np.arange(m2), dt)
+    mult = jnp.asarray(np.where(np.arange(m2) == 0, 1.0, 2.0) / n2, dt)
+    if len(grid) == 1:
+        tr, ti = jnp.einsum("nk,bnc->kbc", c2, v), -jnp.einsum("nk,bnc->kbc", s2, v)  # (m, b, c)
+    else:
+        n1, m1 = grid[0], conv.modes[0]
+        c1, s1 = _cos_sin(n1, np.r_[0:m1, -m1:0], dt)
+        ur, ui = jnp.einsum("lm,bjlc->jmbc", c2, v), -jnp.einsum("lm,bjlc->jmbc", s2, v)  # (n1, m2, b, c)
+        tr = jnp.einsum("jk,jmbc->kmbc", c1, ur) + jnp.einsum("jk,jmbc->kmbc", s1, ui)
+        ti = jnp.einsum("jk,jmbc->kmbc", c1, ui) - jnp.einsum("jk,jmbc->kmbc", s1, ur)
+        tr, ti = tr.reshape(-1, b, c), ti.reshape(-1, b, c)  # modes (k1, k2) flattened, as in the weights
+    o_r, o_i = tr @ wr - ti @ wi, tr @ wi + ti @ wr  # (modes, b, out)
+    if len(grid) == 1:
+        return jnp.einsum("kbo,nk->bno", o_r * mult[:, None, None], c2) - jnp.einsum(
+            "kbo,nk->bno", o_i * mult[:, None, None], s2
+        )
+    o_r, o_i = o_r.reshape(2 * m1, m2, b, -1), o_i.reshape(2 * m1, m2, b, -1)
+    zr = (jnp.einsum("jk,kmbo->jmbo", c1, o_r) - jnp.einsum("jk,kmbo->jmbo", s1, o_i)) / n1
+    zi = (jnp.einsum("jk,kmbo->jmbo", c1, o_i) + jnp.einsum("jk,kmbo->jmbo", s1, o_r)) / n1
+    m = mult[None, :, None, None]
+    return jnp.einsum("jmbo,lm->bjlo", zr * m, c2) - jnp.einsum("jmbo,lm->bjlo", zi * m, s2)
+
+
 def _dft_fits(grid: tuple[int, ...], modes: tuple[int, ...]) -> bool:
     # the real-matrix DFT leaves out the Nyquist mode of the half-spectrum axis; use the FFT when it is kept
     return modes[-1] <= grid[-1] // 2
@@ -197,14 +237,25 @@ class FNO(eqx.Module):
             raise ValueError(
                 f"FNO{d}d needs a of shape (channels, *grid) and x of shape (*grid, {d}); got {a.shape} and {x.shape}"
             )
-        v = self.lift(jnp.concatenate([a, jnp.moveaxis(x, -1, 0).astype(a.dtype)], axis=0))
-        grid = v.shape[1:]
+        return self.batched(a[None], x)[0]
+
+    def batched(self, a: Float[Array, "b cin *grid"], x: Float[Array, "*grid d"]) -> Float[Array, "b cout *grid"]:
+        """``jax.vmap(fno, (0, None))(a, x)``, computed channels-last on the whole batch: every pointwise
+        layer is one GEMM over all points of all samples (twice as fast to differentiate on CPU)."""
+        d = self.ndim
+        if a.ndim != d + 2 or x.shape != a.shape[2:] + (d,):
+            raise ValueError(f"FNO{d}d.batched needs a of shape (batch, channels, *grid) and x of shape (*grid, {d}); "
+                             f"got {a.shape} and {x.shape}")  # fmt: skip
+        xs = jnp.broadcast_to(x.astype(a.dtype), (a.shape[0],) + x.shape)
+        v = self.lift.last(jnp.concatenate([jnp.moveaxis(a, 1, -1), xs], axis=-1))
+        grid = v.shape[1:-1]
         if self.padding:
-            v = jnp.pad(v, [(0, 0)] + [(0, self.padding)] * d)
+            v = jnp.pad(v, [(0, 0)] + [(0, self.padding)] * d + [(0, 0)])
         for i, (k, w) in enumerate(zip(self.spectral, self.skip)):
-            v = k(v) + w(v)
+            v = _spectral_last(k, v) + w.last(v)
             if i < len(self.spectral) - 1:
                 v = jax.nn.gelu(v, approximate=True)
         if self.padding:
             v = v[(slice(None),) + tuple(slice(0, n) for n in grid)]
-        return self.proj2(jax.nn.gelu(self.proj1(v), approximate=True))
+        u = self.proj2.last(jax.nn.gelu(self.proj1.last(v), approximate=True))
+        return jnp.moveaxis(u, -1, 1)

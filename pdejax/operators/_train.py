@@ -45,6 +45,22 @@ class Normalised(eqx.Module):
         u = self.net((a - col(self.a_mean)) / col(self.a_std), x)
         return u * col(self.u_std) + col(self.u_mean)
 
+    def batched(self, a: Float[Array, "b cin *grid"], x: Float[Array, "*grid d"]) -> Float[Array, "b cout *grid"]:
+        """The operator on a batch (the wrapped net's own batched path when it has one)."""
+        d = a.ndim - 2
+
+        def col(v):
+            return jnp.asarray(v, a.dtype).reshape((1, -1) + (1,) * d)
+
+        u = apply_batch(self.net, (a - col(self.a_mean)) / col(self.a_std), x)
+        return u * col(self.u_std) + col(self.u_mean)
+
+
+def apply_batch(model, a: Float[Array, "b cin *grid"], x: Float[Array, "*grid d"]) -> Float[Array, "b cout *grid"]:
+    """``model`` on every sample of ``a``: its ``batched`` method if it has one (FNO), else ``jax.vmap``."""
+    batched = getattr(model, "batched", None)
+    return batched(a, x) if batched is not None else jax.vmap(model, (0, None))(a, x)
+
 
 def channel_stats(v: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and standard deviation of ``v`` (shape ``(n, c, *grid)``); std floored at 1e-12."""
@@ -129,7 +145,7 @@ def _rel_l2(pred, true):
 
 def predict_batched(model, inputs: np.ndarray, coords: np.ndarray, batch: int = 50) -> np.ndarray:
     """``model`` applied to every input (``(n, c_in, *grid)``), in jitted vmapped batches; ``(n, c_out, *grid)``."""
-    f = eqx.filter_jit(lambda m, a, x: jax.vmap(m, (0, None))(a, x))
+    f = eqx.filter_jit(apply_batch)
     x = jnp.asarray(coords)
     return np.concatenate(
         [np.asarray(f(model, jnp.asarray(inputs[i : i + batch]), x)) for i in range(0, len(inputs), batch)]
@@ -213,7 +229,7 @@ def train_operator(
 
     def loss_fn(p, a, u, lab):
         m = eqx.combine(p, static)
-        pred = jax.vmap(m, (0, None))(a, x)
+        pred = apply_batch(m, a, x)
         rel = _rel_l2(pred, u)
         data = jnp.sum(jnp.where(lab, rel, 0.0)) / jnp.maximum(jnp.sum(lab), 1)
         phys = jnp.mean(jax.vmap(physics)(a, pred)) if use_physics else jnp.zeros((), rel.dtype)

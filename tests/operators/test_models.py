@@ -103,3 +103,23 @@ def test_deeponet_and_multionet_follow_their_formulas():
     np.testing.assert_allclose(mo(a, x)[0], expect, rtol=1e-12)
     with pytest.raises(ValueError, match="reads 7 sensor values"):
         net(jnp.ones((1, 8)), x)
+
+
+def test_the_batched_channels_last_fno_equals_the_per_sample_layers():
+    # FNO.batched (channels-last GEMMs, DFT as matrix products) against the same layers applied one sample
+    # at a time in the channels-first form that the DFT tests above check
+    for modes, n in (((5,), 16), ((3, 4), 12)):
+        fno = O.FNO(2, 1, modes, width=6, depth=2, proj=8, padding=2, key=jax.random.PRNGKey(0))
+        d = len(modes)
+        a = jax.random.normal(jax.random.PRNGKey(1), (3, 2) + (n,) * d)
+        x = jnp.asarray(np.stack(np.meshgrid(*[np.linspace(0, 1, n)] * d, indexing="ij"), -1))
+
+        def one(ai):
+            v = fno.lift(jnp.concatenate([ai, jnp.moveaxis(x, -1, 0)]))
+            v = jnp.pad(v, [(0, 0)] + [(0, 2)] * d)
+            v = jax.nn.gelu(fno.spectral[0](v) + fno.skip[0](v))
+            v = (fno.spectral[1](v) + fno.skip[1](v))[(slice(None),) + (slice(0, n),) * d]
+            return fno.proj2(jax.nn.gelu(fno.proj1(v)))
+
+        np.testing.assert_allclose(fno.batched(a, x), jnp.stack([one(ai) for ai in a]), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(fno(a[1], x), one(a[1]), rtol=1e-10, atol=1e-12)
