@@ -72,8 +72,7 @@ _SHARDED = """
 import jax, numpy as np
 jax.config.update("jax_enable_x64", True)
 from pdejax import operators as O
-data = O.generate("darcy", 24, resolution=17, batch=24)
-train, test = data.split(16, 8)
+train, test = O.load_dataset(DATA).split(16, 8)
 fno = O.FNO(1, 1, (4, 4), width=8, depth=2, proj=16, padding=2, key=jax.random.PRNGKey(0))
 cfg = O.OperatorConfig(epochs=3, batch_size=8, eval_every=1, physics_weight=0.1, n_labelled=8,
                        devices=jax.device_count())
@@ -85,10 +84,18 @@ np.savez(OUT, loss=np.asarray(res.history["loss"]), test=np.asarray(res.eval_rel
 
 
 def test_data_parallel_training_on_4_devices_matches_one_device(tmp_path):
+    # Darcy-shaped data (a in {3, 12}, smooth u): the physics loss runs sharded too; no solves needed here
+    rng = np.random.default_rng(0)
+    s = np.linspace(0, 1, 17)
+    bump = np.outer(np.sin(np.pi * s), np.sin(np.pi * s))
+    a = np.where(rng.normal(size=(24, 1, 17, 17)) > 0, 12.0, 3.0)
+    u = bump * rng.uniform(0.5, 1.5, size=(24, 1, 1, 1)) / 50
+    coords = np.stack(np.meshgrid(s, s, indexing="ij"), -1)
+    O.save_dataset(tmp_path / "data.npz", O.OperatorDataset(a, u, coords, "darcy"))
     procs = {}
     for n in (1, 4):
         env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "JAX_PLATFORMS": "cpu"}
-        code = f"OUT = {str(tmp_path / f'run{n}.npz')!r}\n" + _SHARDED
+        code = f"OUT = {str(tmp_path / f'run{n}.npz')!r}\nDATA = {str(tmp_path / 'data.npz')!r}\n" + _SHARDED
         procs[n] = subprocess.Popen([sys.executable, "-c", code], env=env)
     assert all(p.wait() == 0 for p in procs.values())
     one, four = (np.load(tmp_path / f"run{n}.npz") for n in (1, 4))
