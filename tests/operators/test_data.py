@@ -39,13 +39,13 @@ def test_darcy_pairs_are_piecewise_constant_and_zero_the_discrete_residual():
     with jax.enable_x64(True):
         a, u = O.darcy_pairs(jax.random.PRNGKey(0), 4, resolution=33)
         r = np.asarray(jax.vmap(O.darcy_physics)(a, u))
-        # a wrong solution (u scaled by 1.01): the residual is the scaled source, 1e-2 per point
+        # a wrong solution (u scaled by 1.01): the residual is 1% of the source, so the loss is 1e-2
         wrong = np.asarray(jax.vmap(O.darcy_physics)(a, 1.01 * u))
     a, u = np.asarray(a), np.asarray(u)
     assert set(np.unique(a)) == {3.0, 12.0} and 0.2 < np.mean(a == 12.0) < 0.8
     assert np.all(u[:, 0, 0, :] == 0) and np.all(u[:, 0, :, -1] == 0) and u.min() >= 0  # maximum principle
-    assert r.max() < 1e-14  # CG tolerance 1e-8 relative to |f| = 1, squared
-    np.testing.assert_allclose(wrong, 1e-4, rtol=1e-5)
+    assert r.max() < 1e-7  # CG tolerance 1e-8 relative to |f| = 1
+    np.testing.assert_allclose(wrong, 1e-2, rtol=1e-5)
     # not periodic: the field is cropped from a twice larger periodic draw
     assert np.mean(a[:, 0, 0, :] != a[:, 0, -1, :]) > 0.1
 
