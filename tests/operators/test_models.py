@@ -74,7 +74,7 @@ def test_fno_shapes_errors_and_evaluation_on_other_grids():
     fno = O.FNO(1, 1, (4, 4), width=8, depth=2, proj=16, padding=3, key=jax.random.PRNGKey(0))
     for n in (16, 24):  # trained at one resolution, evaluated at any other
         x = np.stack(np.meshgrid(*(np.linspace(0, 1, n),) * 2, indexing="ij"), -1)
-        assert fno(jnp.ones((1, n, n)), jnp.asarray(x)).shape == (1, n, n)
+        assert eqx.filter_jit(fno)(jnp.ones((1, n, n)), jnp.asarray(x)).shape == (1, n, n)
     with pytest.raises(ValueError, match=r"FNO2d needs a of shape \(channels, \*grid\)"):
         fno(jnp.ones((1, 16)), jnp.ones((16, 1)))
     with pytest.raises(ValueError, match="width, depth, proj >= 1"):
@@ -121,5 +121,8 @@ def test_the_batched_channels_last_fno_equals_the_per_sample_layers():
             v = (fno.spectral[1](v) + fno.skip[1](v))[(slice(None),) + (slice(0, n),) * d]
             return fno.proj2(jax.nn.gelu(fno.proj1(v)))
 
-        np.testing.assert_allclose(fno.batched(a, x), jnp.stack([one(ai) for ai in a]), rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(fno(a[1], x), one(a[1]), rtol=1e-10, atol=1e-12)
+        one = jax.jit(one)  # jitted: eager dispatch of the per-sample layers costs seconds
+        np.testing.assert_allclose(
+            eqx.filter_jit(fno.batched)(a, x), jnp.stack([one(ai) for ai in a]), rtol=1e-10, atol=1e-12
+        )
+        np.testing.assert_allclose(eqx.filter_jit(fno)(a[1], x), one(a[1]), rtol=1e-10, atol=1e-12)
