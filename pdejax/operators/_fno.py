@@ -84,12 +84,17 @@ class SpectralConv(eqx.Module):
     def __call__(self, v: Float[Array, " inp *grid"]) -> Float[Array, " out *grid"]:
         grid = v.shape[1:]
         self.check_grid(grid)
+        if not self._use_dft(grid):
+            return self._fft(v)
+        return jnp.moveaxis(_dft_last(self, jnp.moveaxis(v, 0, -1)[None])[0], -1, 0)
+
+    def _use_dft(self, grid: tuple[int, ...]) -> bool:
         dft = self.transform != "fft" and _dft_fits(grid, self.modes)
         if self.transform == "dft" and not dft:
             raise ValueError(
                 f"transform='dft' leaves out the Nyquist mode: {self.modes} modes on grid {grid} need 'fft'"
             )
-        return self._dft(v) if dft else self._fft(v)
+        return dft
 
     def _fft(self, v):
         grid = v.shape[1:]
@@ -108,43 +113,22 @@ class SpectralConv(eqx.Module):
             out = jnp.zeros(spec, vh.dtype).at[:, :m1, :m2].set(low[:, :m1]).at[:, -m1:, :m2].set(low[:, m1:])
         return jnp.fft.irfftn(out, s=grid, axes=axes)
 
-    def _dft(self, v):
-        # The same map with the retained modes' DFT as real matrix products: with a few modes on a large
-        # grid, dense GEMMs beat a full FFT on CPU (and are as fast on GPU), in the same float precision.
-        grid, dt = v.shape[1:], v.dtype
-        wr, wi = self.weight[0].astype(dt), self.weight[1].astype(dt)
-        n2, m2 = grid[-1], self.modes[-1]
-        c2, s2 = _cos_sin(n2, np.arange(m2), dt)  # (n2, m2): e^{-i k x} = cos - i sin
-        tr, ti = v @ c2, -(v @ s2)
-        if len(grid) == 2:
-            n1, m1 = grid[0], self.modes[0]
-            c1, s1 = _cos_sin(n1, np.r_[0:m1, -m1:0], dt)  # (n1, 2 m1): both signs of the full axis
-            tr, ti = (jnp.einsum("jk,ijl->ikl", c1, tr) + jnp.einsum("jk,ijl->ikl", s1, ti),
-                      jnp.einsum("jk,ijl->ikl", c1, ti) - jnp.einsum("jk,ijl->ikl", s1, tr))  # fmt: skip
-            eq = "ikl,iokl->okl"
-        else:
-            eq = "ik,iok->ok"
-        o_r = jnp.einsum(eq, tr, wr) - jnp.einsum(eq, ti, wi)
-        o_i = jnp.einsum(eq, tr, wi) + jnp.einsum(eq, ti, wr)
-        if len(grid) == 2:
-            o_r, o_i = (jnp.einsum("jk,okl->ojl", c1, o_r) - jnp.einsum("jk,okl->ojl", s1, o_i),
-                        jnp.einsum("jk,okl->ojl", c1, o_i) + jnp.einsum("jk,okl->ojl", s1, o_r))  # fmt: skip
-            o_r, o_i = o_r / n1, o_i / n1
-        # real inverse along the half-spectrum axis: modes k > 0 count twice (their conjugates), the
-        # imaginary part of mode 0 drops out (as in irfft)
-        mult = jnp.asarray(np.where(np.arange(m2) == 0, 1.0, 2.0) / n2, dt)
-        return (o_r * mult) @ c2.T - (o_i * mult) @ s2.T
-
 
 def _spectral_last(conv: SpectralConv, v: Float[Array, "b *grid inp"]) -> Float[Array, "b *grid out"]:
     """:class:`SpectralConv` on a channels-last batch (the same map). The retained modes' real DFT is one
     GEMM per axis (cosine and sine rows stacked), and the complex mode mixing one batched matmul over
     modes with the real block form ``[re, im] @ [[W_r, W_i], [-W_i, W_r]]``: few large products, which is
     what a CPU (and a GPU) runs fastest, forward and backward."""
-    grid, dt = v.shape[1:-1], v.dtype
+    grid = v.shape[1:-1]
     conv.check_grid(grid)
-    if conv.transform == "fft" or not _dft_fits(grid, conv.modes):
-        return jnp.moveaxis(jax.vmap(conv)(jnp.moveaxis(v, -1, 1)), 1, -1)
+    if not conv._use_dft(grid):
+        return jnp.moveaxis(jax.vmap(conv._fft)(jnp.moveaxis(v, -1, 1)), 1, -1)
+    return _dft_last(conv, v)
+
+
+def _dft_last(conv: SpectralConv, v: Float[Array, "b *grid inp"]) -> Float[Array, "b *grid out"]:
+    """The DFT path of :func:`_spectral_last` (grid already checked, Nyquist mode not retained)."""
+    grid, dt = v.shape[1:-1], v.dtype
     b, c = v.shape[0], v.shape[-1]
     k_all = int(np.prod(conv.weight.shape[3:]))
     wr = jnp.moveaxis(conv.weight[0].astype(dt).reshape(c, -1, k_all), -1, 0)  # (modes, in, out)

@@ -37,13 +37,7 @@ class Normalised(eqx.Module):
     u_std: tuple[float, ...] = eqx.field(static=True)
 
     def __call__(self, a: Float[Array, " cin *grid"], x: Float[Array, "*grid d"]) -> Float[Array, " cout *grid"]:
-        d = a.ndim - 1
-
-        def col(v):
-            return jnp.asarray(v, a.dtype).reshape((-1,) + (1,) * d)
-
-        u = self.net((a - col(self.a_mean)) / col(self.a_std), x)
-        return u * col(self.u_std) + col(self.u_mean)
+        return self.batched(a[None], x)[0]
 
     def batched(self, a: Float[Array, "b cin *grid"], x: Float[Array, "*grid d"]) -> Float[Array, "b cout *grid"]:
         """The operator on a batch (the wrapped net's own batched path when it has one)."""
