@@ -50,8 +50,14 @@ def save_checkpoint(path: str | os.PathLike, state: Any, meta: dict, extra: dict
     """Save the array leaves of pytree ``state``, JSON ``meta`` and ``extra`` arrays to one file, atomically.
 
     A SHA-256 digest of the leaves is stored with them so :func:`load_checkpoint` detects corruption.
+    Under ``jax.distributed`` every process must call this (arrays split across processes are gathered)
+    and process 0 writes the file.
     """
-    leaves = [np.asarray(jax.device_get(x)) for x in jax.tree_util.tree_leaves(state)]
+    from ._sharding import to_host
+
+    leaves = [to_host(x) for x in jax.tree_util.tree_leaves(state)]
+    if jax.process_index() != 0:
+        return
     digest = _digest(leaves)
     header = {"format": _FORMAT, "n_leaves": len(leaves), "sha256": digest, "meta": meta}
     arrays = {f"leaf_{i}": a for i, a in enumerate(leaves)}

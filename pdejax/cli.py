@@ -27,7 +27,6 @@ _OPERATOR_FLAGS = (
     "batch",
     "labels",
     "physics",
-    "devices",
 )
 HC_METHODS = ("hc", "hc-moe")
 MODELS = ("mlp", "fourier", "modified")
@@ -162,7 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--batch", type=_positive_int, default=None, help="samples per step")
     o.add_argument("--labels", type=_positive_float, default=None, help="fraction of training outputs used, (0, 1]")
     o.add_argument("--physics", type=_nonneg_float, default=None, help="weight of the PINO residual loss (darcy)")
-    o.add_argument("--devices", type=_positive_int, default=None, help="data-parallel over this many devices")
+    s.add_argument("--devices", type=_positive_int, default=None,
+                   help="data parallel over this many devices (pinn, soft, lpinn: collocation points; operators, "
+                        "pidm: samples of each batch); all processes' devices under jax.distributed")  # fmt: skip
+    m = s.add_argument_group("several processes/hosts (jax.distributed; pinn, soft, lpinn): one command each")
+    m.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="address of process 0's coordinator")
+    m.add_argument("--num-processes", type=_positive_int, default=None, help="processes taking part")
+    m.add_argument("--process-id", type=_nonneg_int, default=None, help="this process's index, 0..N-1")
     g = s.add_argument_group("physics-informed diffusion (darcy --method pidm; also --steps, --batch, --physics, ...)")
     g.add_argument("--samples", type=_positive_int, default=None, help="fields to generate after training")
     g.add_argument("--backbone", choices=("unet", "fno"), default=None, help="denoising network (default unet)")
@@ -289,10 +294,39 @@ _SETTING_FLAGS = {
     "resample_every": "resample_every",
     "adaptive": "adaptive",
     "seed": "seed",
+    "devices": "devices",
 }
 
 
+_DISTRIBUTED_FLAGS = ("coordinator", "num_processes", "process_id")
+
+
+def _start_distributed(args) -> None:
+    """``jax.distributed.initialize`` from ``--coordinator/--num-processes/--process-id`` (all or none)."""
+    given = [getattr(args, k) is not None for k in _DISTRIBUTED_FLAGS]
+    if not any(given):
+        return
+    if not all(given):
+        raise CLIError("--coordinator, --num-processes and --process-id go together (one command per process)")
+    host, sep, port = args.coordinator.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CLIError(f"--coordinator {args.coordinator!r}: expected HOST:PORT")
+    if args.process_id >= args.num_processes:
+        raise CLIError(f"--process-id {args.process_id} must be < --num-processes {args.num_processes}")
+    import jax
+
+    # CPU devices of several processes talk through gloo; GPUs use NCCL whatever this says
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    except Exception as e:  # the coordinator is unreachable, the port is taken, ...
+        raise CLIError(f"jax.distributed.initialize failed: {str(e).splitlines()[0]}") from None
+
+
 def _solve(args) -> int:
+    distributed = [f"--{k.replace('_', '-')}" for k in _DISTRIBUTED_FLAGS if getattr(args, k) is not None]
+    if distributed and (args.problem in OPERATOR_DATASETS or args.method in HC_METHODS + ("teng",)):
+        raise CLIError(f"{', '.join(distributed)}: several processes are supported by --method pinn, soft, lpinn")
     if args.problem in OPERATOR_DATASETS:
         return _solve_operator(args)
     if args.method in OPERATOR_METHODS:
@@ -325,9 +359,17 @@ def _solve(args) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", x64)
+    _start_distributed(args)
     from . import pinns
     from ._io import CheckpointError, atomic_write_text
     from ._plots import plot_losses, plot_solution
+
+    if args.devices is not None:
+        if args.method in HC_METHODS:
+            raise CLIError(f"--devices is not used by --method {args.method}: its experts are placed one block per "
+                           "device on every available device")  # fmt: skip
+        if args.devices > jax.device_count():
+            raise CLIError(f"--devices {args.devices}: only {jax.device_count()} device(s) available")
 
     params = args.param if run is None else [tuple(kv) for kv in run["param"]]
     problem_params, experts = _experts(params, args.method)
@@ -351,7 +393,9 @@ def _solve(args) -> int:
             pinns.lagrangian_form(problem)  # a clear error for problems without a convective velocity
         if run is not None:
             settings = dict(run["settings"])
-            settings.update({k: v for k, v in overrides.items() if v is not None and k in ("steps", "lbfgs_steps")})
+            # a resumed run may go longer or move to another number of devices; nothing else changes
+            keep = ("steps", "lbfgs_steps", "devices")
+            settings.update({k: v for k, v in overrides.items() if v is not None and k in keep})
         elif lpinn:
             overrides.pop("constraints")
             overrides.pop("adaptive")
@@ -365,7 +409,9 @@ def _solve(args) -> int:
             settings = pinns.settings_for(problem, optimizer, **overrides)
     except ValueError as e:
         raise CLIError(str(e)) from None
-    atomic_write_text(
+    lead = jax.process_index() == 0  # under jax.distributed, process 0 writes the files
+    write_text = atomic_write_text if lead else (lambda *a: None)
+    write_text(
         out / "run.json",
         json.dumps(
             {
@@ -402,6 +448,8 @@ def _solve(args) -> int:
         "rel_l2_history": {"step": res.eval_steps, "rel_l2": res.eval_rel_l2},
         "unconverged_solves": res.unconverged_solves,
         "device": str(jax.devices()[0]),
+        "devices": len(jax.devices()[: settings.get("devices") or 1]),
+        "processes": jax.process_count(),
         "platform": platform.platform(),
     }
     if sol.reference is not None and problem.output_dim > 1:
@@ -410,6 +458,8 @@ def _solve(args) -> int:
         metrics["rel_l2_components"] = {
             n: float(pinns.relative_l2(pred[:, j], ref[:, j])) for j, n in enumerate(problem.output_names)
         }
+    if not lead:
+        return 0
     if sol.reference is not None:
         plot_solution(problem, sol.prediction, sol.reference, out / "solution.png")
     plot_losses(res.loss_history, res.term_names, out / "loss.png", res.eval_steps, res.eval_rel_l2)
@@ -473,6 +523,7 @@ def _solve_teng(args) -> int:
         "--resample-every": args.resample_every,
         "--adaptive": args.adaptive,
         "--resume": args.resume,
+        "--devices": args.devices,
     }
     given = [k for k, v in unsupported.items() if v is not None]
     if given:

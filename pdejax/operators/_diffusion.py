@@ -18,7 +18,8 @@ import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .._io import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from ._train import _mesh, channel_stats
+from .._sharding import data_mesh
+from ._train import channel_stats
 
 # ---------------------------------------------------------------------------------------------- schedules
 
@@ -457,7 +458,7 @@ def train_diffusion(
         raise ValueError("physics_weight/inequality_weight > 0 needs the physics (FieldPhysics) of the fields")
     if not np.all(np.isfinite(fields)):
         raise ValueError("the training fields contain NaN or Inf")
-    mesh = _mesh(config.devices)
+    mesh = data_mesh(config.devices, "batch")
     if mesh is not None and config.batch_size % config.devices:
         raise ValueError(f"batch_size {config.batch_size} is not a multiple of devices={config.devices}")
     dtype = jnp.zeros(()).dtype

@@ -16,6 +16,7 @@ import optax
 from jaxtyping import Array, Float
 
 from .._io import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from .._sharding import data_mesh
 from ._data import OperatorDataset
 
 
@@ -151,15 +152,6 @@ def relative_l2_per_sample(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     return np.asarray(_rel_l2(np.asarray(pred, np.float64), np.asarray(true, np.float64)))
 
 
-def _mesh(devices: int | None):
-    if devices is None or devices == 1:
-        return None
-    have = jax.devices()
-    if devices > len(have):
-        raise ValueError(f"devices={devices} but only {len(have)} are available ({have[0].platform})")
-    return jax.sharding.Mesh(np.asarray(have[:devices]), ("batch",))
-
-
 def train_operator(
     model: Any,
     train: OperatorDataset,
@@ -196,7 +188,7 @@ def train_operator(
     n_items = len(train) if use_physics else n_lab
     if n_items < config.batch_size:
         raise ValueError(f"{n_items} training samples are fewer than one batch of {config.batch_size}")
-    mesh = _mesh(config.devices)
+    mesh = data_mesh(config.devices, "batch")
     if mesh is not None and config.batch_size % config.devices:
         raise ValueError(f"batch_size {config.batch_size} is not a multiple of devices={config.devices}")
     a_stats = channel_stats(train.inputs)

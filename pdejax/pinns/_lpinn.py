@@ -362,6 +362,7 @@ LPINN_DEFAULTS: dict = {
     "n_points": 1024,
     "harmonics": 1,
     "prior": False,
+    "devices": None,
 }
 
 

@@ -20,6 +20,7 @@ GENERIC: dict = {
     "resample_every": 0,
     "adaptive": "none",
     "n_points": None,
+    "devices": None,
 }
 
 PRESETS: dict[str, dict] = {

@@ -145,6 +145,7 @@ def train_config(s: dict, **changes) -> TrainConfig:
         adaptive=s.get("adaptive", "none"),
         n_points=s["n_points"],
         seed=int(s["seed"]),
+        devices=s.get("devices"),
         eval_every=max(1, (int(s["steps"]) + int(s["lbfgs_steps"])) // 10),
     )
     return TrainConfig(**{**fields, **changes})

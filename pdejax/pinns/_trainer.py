@@ -18,6 +18,7 @@ import optax
 from jaxtyping import Array, Float, PyTree
 
 from .._io import CHECKPOINT_NAME, load_checkpoint, read_checkpoint_meta, save_checkpoint
+from .._sharding import constrain_leading, constrain_replicated, data_mesh, place_leading, place_replicated
 from ..problems import SAMPLING_METHODS, Problem, sample
 from ._field import predict, ready
 from ._multiloss import MultiLossTransformation
@@ -54,6 +55,9 @@ class TrainConfig(eqx.Module):
         eval_every: evaluate rel. L2 against the reference every this many steps (0: only at the end).
         checkpoint_every: write a checkpoint every this many steps (0: only at the end).
         seed: seed of the sampling key (the model's key is separate).
+        devices: split the collocation points of every term over this many devices (``jax.sharding``,
+            data parallel; parameters replicated; all processes' devices under ``jax.distributed``).
+            ``None`` or 1: one device. Results equal the one-device run up to the order of the sums.
     """
 
     steps: int = 5000
@@ -74,6 +78,7 @@ class TrainConfig(eqx.Module):
     eval_every: int = 1000
     checkpoint_every: int = 1000
     seed: int = 0
+    devices: int | None = None
 
     def __check_init__(self):
         names = ("steps", "lbfgs_steps", "lbfgs_resample_every", "resample_every", "eval_every", "checkpoint_every")
@@ -92,6 +97,8 @@ class TrainConfig(eqx.Module):
             raise ValueError(f"unknown adaptive sampling {self.adaptive!r}; choose 'none' or 'rad'")
         if self.adaptive == "rad" and not (self.rad_k >= 0 and self.rad_c >= 0 and self.rad_candidates >= 1):
             raise ValueError("RAD needs rad_k >= 0, rad_c >= 0 and rad_candidates >= 1")
+        if self.devices is not None and self.devices < 1:
+            raise ValueError(f"devices must be >= 1, got {self.devices}")
         if self.sampler not in SAMPLING_METHODS:
             raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {SAMPLING_METHODS}")
 
@@ -181,6 +188,7 @@ class Trainer:
         self.problem, self.config = problem, config
         self.weights = jnp.asarray(_weights(problem, config.weights), jnp.zeros(()).dtype)
         self.params, self.static = eqx.partition(field, eqx.is_inexact_array)
+        self.mesh = data_mesh(config.devices, "points")
         self.first = optimizer if optimizer is not None else _adam(config)
         self.lbfgs = _lbfgs()
         static = self.static
@@ -198,9 +206,11 @@ class Trainer:
                 f"{list(problem.terms)}; keep more terms (e.g. constraints='soft') or use a plain optimizer"
             )
         self._first_chunk = jax.jit(
-            _adam_scan(losses, self.weights, self.first, draw, config, problem, static), static_argnums=1
+            _adam_scan(losses, self.weights, self.first, draw, config, problem, static, self.mesh), static_argnums=1
         )
-        self._lbfgs_chunk = jax.jit(_lbfgs_scan(losses, self.weights, self.lbfgs, draw, config), static_argnums=1)
+        self._lbfgs_chunk = jax.jit(
+            _lbfgs_scan(losses, self.weights, self.lbfgs, draw, config, self.mesh), static_argnums=1
+        )
 
     @property
     def total_steps(self) -> int:
@@ -216,11 +226,19 @@ class Trainer:
             opt_state = self.first.init(self.params, len(self.problem.terms))
         else:
             opt_state = self.first.init(self.params)
-        return TrainState(self.params, opt_state, key, points, zero)
+        return self.place(TrainState(self.params, opt_state, key, points, zero))
+
+    def place(self, state: TrainState) -> TrainState:
+        """``state`` on this trainer's devices: points split along their first axis, the rest replicated."""
+        if self.mesh is None:
+            return state
+        rest = place_replicated((state.params, state.opt_state, state.key, state.step), self.mesh)
+        return TrainState(rest[0], rest[1], rest[2], place_leading(state.points, self.mesh), rest[3])
 
     def lbfgs_state(self, state: TrainState) -> TrainState:
         """``state`` with a fresh L-BFGS optimizer state (the switch between the two phases)."""
-        return TrainState(state.params, self.lbfgs.init(state.params), state.key, state.points, state.step)
+        opt_state = place_replicated(self.lbfgs.init(state.params), self.mesh)
+        return TrainState(state.params, opt_state, state.key, state.points, state.step)
 
     def in_first_phase(self, state: TrainState) -> bool:
         """Whether ``state.opt_state`` still belongs to the first-phase optimizer."""
@@ -306,6 +324,7 @@ def train(
     eval_times: list[float] = []
     if resume and ckpt is not None and ckpt.exists():
         state, history, eval_steps, eval_vals = _resume(ckpt, state, trainer.lbfgs, config)
+        state = trainer.place(state)
 
     total = trainer.total_steps
     bar = _progress(total, int(state.step), progress)
@@ -403,7 +422,16 @@ def _draw(problem: Problem, config: TrainConfig, key, field) -> dict:
     return points
 
 
-def _adam_scan(losses, weights, opt, draw, config: TrainConfig, problem: Problem, static):
+def _outputs(st: TrainState, out, mesh):
+    """Pin a scan step's shardings: points split, everything else replicated (keeps the jitted chunk's
+    input and output shardings equal, so it compiles once, and the host can read the loss rows)."""
+    if mesh is None:
+        return st, out
+    params, opt_state, key, step, out = constrain_replicated((st.params, st.opt_state, st.key, st.step, out), mesh)
+    return TrainState(params, opt_state, key, constrain_leading(st.points, mesh), step), out
+
+
+def _adam_scan(losses, weights, opt, draw, config: TrainConfig, problem: Problem, static, mesh=None):
     resample = config.resample_every
 
     def run(state: TrainState, n: int):
@@ -417,6 +445,7 @@ def _adam_scan(losses, weights, opt, draw, config: TrainConfig, problem: Problem
                     lambda k: st.points,
                     sub,
                 )
+                points = constrain_leading(points, mesh)
 
             if isinstance(opt, MultiLossTransformation):
                 vec, g, ok, solved = _per_term_gradients(problem, static, weights, opt, st, points)
@@ -431,7 +460,7 @@ def _adam_scan(losses, weights, opt, draw, config: TrainConfig, problem: Problem
                 ok = jnp.broadcast_to(_all_finite(g), vec.shape)
                 updates, opt_state = opt.update(g, st.opt_state, st.params)
             params = optax.apply_updates(st.params, updates)
-            return TrainState(params, opt_state, key, points, st.step + 1), (vec, ok, solved)
+            return _outputs(TrainState(params, opt_state, key, points, st.step + 1), (vec, ok, solved), mesh)
 
         return jax.lax.scan(body, state, None, length=n)
 
@@ -482,7 +511,7 @@ def _per_term_gradients(problem: Problem, static, weights, opt, st: TrainState, 
     return vec / jnp.where(weights != 0, weights, 1.0), g, ok, solved
 
 
-def _lbfgs_scan(losses, weights, opt, draw, config: TrainConfig):
+def _lbfgs_scan(losses, weights, opt, draw, config: TrainConfig, mesh=None):
     every, start = config.lbfgs_resample_every, config.steps
 
     def run(state: TrainState, n: int):
@@ -498,6 +527,7 @@ def _lbfgs_scan(losses, weights, opt, draw, config: TrainConfig):
                     lambda k: (st.points, st.opt_state),
                     sub,
                 )
+                points = constrain_leading(points, mesh)
 
             def total(p):
                 return jnp.dot(weights, losses(p, points)[0])
@@ -512,7 +542,7 @@ def _lbfgs_scan(losses, weights, opt, draw, config: TrainConfig):
             params = jax.lax.cond(failed, lambda: st.params, lambda: optax.apply_updates(st.params, updates))
             new_state = jax.lax.cond(failed, lambda: opt.init(st.params), lambda: new_state)
             ok = jnp.broadcast_to(_all_finite(g), vec.shape)
-            return TrainState(params, new_state, key, points, st.step + 1), (vec, ok, solved)
+            return _outputs(TrainState(params, new_state, key, points, st.step + 1), (vec, ok, solved), mesh)
 
         return jax.lax.scan(body, state, None, length=n)
 
