@@ -7,6 +7,7 @@ import io
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,16 @@ _FORMAT = 1
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt, truncated, or does not match the run it should resume."""
+
+
+class CheckpointWarning(UserWarning):
+    """The newest checkpoint was unusable and the previous good one was loaded instead."""
+
+
+def previous_checkpoint(path: str | os.PathLike) -> Path:
+    """Where :func:`save_checkpoint` keeps the checkpoint ``path`` held before its last write."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -58,6 +69,7 @@ def save_checkpoint(path: str | os.PathLike, state: Any, meta: dict, extra: dict
     leaves = [to_host(x) for x in jax.tree_util.tree_leaves(state)]
     if jax.process_index() != 0:
         return
+    path = Path(path)
     digest = _digest(leaves)
     header = {"format": _FORMAT, "n_leaves": len(leaves), "sha256": digest, "meta": meta}
     arrays = {f"leaf_{i}": a for i, a in enumerate(leaves)}
@@ -66,7 +78,65 @@ def save_checkpoint(path: str | os.PathLike, state: Any, meta: dict, extra: dict
     arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+    data = buf.getvalue()
+    if _problem(path) is None:
+        # the file about to be replaced is good: it becomes the previous checkpoint (a hard link, so this
+        # costs no copy and the newest name never disappears); a corrupt one is overwritten, and the
+        # previous good checkpoint stays as it is
+        prev = previous_checkpoint(path)
+        tmp = prev.with_name(f".{prev.name}.{os.getpid()}.tmp")
+        try:
+            if tmp.exists():
+                tmp.unlink()
+            os.link(path, tmp)
+            os.replace(tmp, prev)
+        except OSError:  # no hard links on this file system
+            atomic_write_bytes(prev, path.read_bytes())
+    atomic_write_bytes(path, data)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a write that was killed
+        stale.unlink(missing_ok=True)
+
+
+def _problem(path: Path) -> str | None:
+    """Why the checkpoint at ``path`` cannot be used (missing, unreadable, checksum), or ``None`` if it can."""
+    if not path.exists():
+        return "missing"
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            header = json.loads(bytes(data["header"]).decode())
+            leaves = [data[f"leaf_{i}"] for i in range(header["n_leaves"])]
+    except Exception as e:  # zipfile, json and KeyError all mean an unusable file
+        return f"corrupt or truncated ({type(e).__name__}: {e})"
+    if header.get("format") != _FORMAT:
+        return f"of format {header.get('format')}, expected {_FORMAT}"
+    if _digest(leaves) != header["sha256"]:
+        return "corrupt: its checksum does not match its contents"
+    return None
+
+
+def usable_checkpoint(path: str | os.PathLike) -> Path:
+    """``path`` if its checkpoint is intact, else the previous good one (with a :class:`CheckpointWarning`).
+
+    Raises :class:`CheckpointError` naming what is wrong when neither can be used.
+    """
+    path = Path(path)
+    problem = _problem(path)
+    if problem is None:
+        return path
+    if problem == "missing":
+        raise CheckpointError(f"no checkpoint at {path}")
+    prev = previous_checkpoint(path)
+    prev_problem = _problem(prev)
+    if prev_problem is None:
+        step = _read_header(prev)["meta"].get("step", "?")
+        warnings.warn(
+            f"checkpoint {path} is {problem}; resuming from the previous good checkpoint {prev} (step {step})",
+            CheckpointWarning,
+            stacklevel=2,
+        )
+        return prev
+    kept = "" if prev_problem == "missing" else f", and the previous one {prev} is {prev_problem}"
+    raise CheckpointError(f"checkpoint {path} is {problem}{kept}")
 
 
 def _read_header(path: Path) -> dict:
@@ -78,22 +148,21 @@ def _read_header(path: Path) -> dict:
 
 
 def read_checkpoint_meta(path: str | os.PathLike) -> dict:
-    """The JSON metadata stored in a checkpoint (raises :class:`CheckpointError` if unreadable)."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"no checkpoint at {path}")
-    return _read_header(path)["meta"]
+    """The JSON metadata stored in a checkpoint (or in the previous good one, see :func:`usable_checkpoint`)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CheckpointWarning)  # load_checkpoint says it once
+        return _read_header(usable_checkpoint(path))["meta"]
 
 
 def load_checkpoint(path: str | os.PathLike, like: Any) -> tuple[Any, dict, dict[str, np.ndarray]]:
     """Load a checkpoint into the structure of ``like`` (a pytree with the same leaves' shapes/dtypes).
 
     Returns ``(state, meta, extra)``. Raises :class:`CheckpointError` naming what is wrong when the file
-    is missing, unreadable, corrupt, or was written for a different model/optimizer.
+    is missing, unreadable, corrupt, or was written for a different model/optimizer. When the file is
+    unreadable or corrupt but the previous checkpoint (:func:`previous_checkpoint`) is intact, that one is
+    loaded with a :class:`CheckpointWarning` (training from it again reproduces the lost steps).
     """
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"no checkpoint at {path}")
+    path = usable_checkpoint(path)
     try:
         with np.load(path, allow_pickle=False) as data:
             header = json.loads(bytes(data["header"]).decode())

@@ -219,6 +219,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pdejax`` console script; returns the exit status."""
+    import warnings
+
+    shown = warnings.showwarning
+
+    def show(message, category, *rest, **kw):  # pdejax's own warnings as one line, like its errors
+        if category.__module__.startswith("pdejax"):
+            print(f"pdejax: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, *rest, **kw)
+
+    warnings.showwarning = show
+    try:
+        return _main(argv)
+    finally:
+        warnings.showwarning = shown
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         commands = {"list": _list, "solve": _solve, "compare": _compare, "reference": _reference, "data": _data}

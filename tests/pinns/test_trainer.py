@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 
 import pdejax.problems as P
-from pdejax._io import CHECKPOINT_NAME, CheckpointError, load_checkpoint, save_checkpoint
+from pdejax._io import (
+    CHECKPOINT_NAME,
+    CheckpointError,
+    CheckpointWarning,
+    load_checkpoint,
+    previous_checkpoint,
+    save_checkpoint,
+)
 from pdejax.pinns import TrainConfig, TrainingDiverged, make_field, train
 
 KEY = jax.random.PRNGKey(0)
@@ -153,3 +160,47 @@ def test_bitflip_is_detected_by_checksum(tmp_path):
 def test_config_validation(kw, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**kw)
+
+
+def test_previous_good_checkpoint_is_kept_and_used_when_the_newest_is_corrupt(tmp_path):
+    path = tmp_path / CHECKPOINT_NAME
+    first, second = {"a": jnp.arange(4.0)}, {"a": jnp.arange(4.0) + 10}
+    save_checkpoint(path, first, {"step": 1})
+    assert not previous_checkpoint(path).exists()
+    save_checkpoint(path, second, {"step": 2})
+    _, meta, _ = load_checkpoint(path, first)
+    assert meta == {"step": 2}
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])  # truncated, as by a full disk
+    with pytest.warns(CheckpointWarning, match=r"corrupt or truncated.*previous good checkpoint .*\(step 1\)"):
+        state, meta, _ = load_checkpoint(path, first)
+    assert meta == {"step": 1}
+    np.testing.assert_array_equal(state["a"], first["a"])
+    # writing over the corrupt newest file keeps the good previous one (not the corrupt one) as previous
+    save_checkpoint(path, {"a": jnp.arange(4.0) + 20}, {"step": 3})
+    _, meta, _ = load_checkpoint(previous_checkpoint(path), first)
+    assert meta == {"step": 1}
+    # both unusable: one error naming both
+    for p in (path, previous_checkpoint(path)):
+        p.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match=r"is corrupt or truncated .*, and the previous one .* is corrupt"):
+        load_checkpoint(path, first)
+    # a temporary file left by a killed write is removed by the next write
+    stale = tmp_path / f".{CHECKPOINT_NAME}.abc.tmp"
+    stale.write_bytes(b"partial")
+    save_checkpoint(path, first, {"step": 4})
+    assert not stale.exists()
+
+
+def test_resume_from_previous_checkpoint_after_corruption_is_still_bitwise(tmp_path):
+    pb, field, tp, cfg = _small(steps=100, chunk=25, checkpoint_every=25, resample_every=30)
+    straight = train(tp, field, cfg, progress=False)
+    train(tp, field, TrainConfig(**{**cfg.to_dict(), "steps": 75}), out_dir=tmp_path, progress=False)
+    ckpt = tmp_path / CHECKPOINT_NAME
+    ckpt.write_bytes(ckpt.read_bytes()[:-100])  # step 75 lost; step 50 is the previous good one
+    with pytest.warns(CheckpointWarning, match="step 50"):
+        resumed = train(tp, field, cfg, out_dir=tmp_path, resume=True, progress=False)
+    assert resumed.steps == 100
+    np.testing.assert_array_equal(resumed.loss_history, straight.loss_history)
+    for a, b in zip(jax.tree_util.tree_leaves(straight.field), jax.tree_util.tree_leaves(resumed.field)):
+        np.testing.assert_array_equal(a, b)
