@@ -150,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--integrator", choices=("euler", "heun", "rk4"), default=None, help="teng: time integrator")
     s.add_argument("--out", default=None, help="output directory (default: runs/PROBLEM-METHOD)")
     s.add_argument("--resume", default=None, metavar="DIR", help="continue the run whose checkpoint is in DIR")
+    s.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="N",
+                   help="pinn, soft, hc, hc-moe, lpinn: write a checkpoint every N steps (default 1000)")  # fmt: skip
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     o = s.add_argument_group("operator learning (problems burgers1d, darcy; methods fno, deeponet, multionet)")
     o.add_argument("--data", default=None, metavar="FILE", help="dataset file (pdejax data / PDEBench HDF5)")
@@ -313,6 +315,7 @@ _SETTING_FLAGS = {
     "adaptive": "adaptive",
     "seed": "seed",
     "devices": "devices",
+    "checkpoint_every": "checkpoint_every",
 }
 
 
@@ -412,7 +415,7 @@ def _solve(args) -> int:
         if run is not None:
             settings = dict(run["settings"])
             # a resumed run may go longer or move to another number of devices; nothing else changes
-            keep = ("steps", "lbfgs_steps", "devices")
+            keep = ("steps", "lbfgs_steps", "devices", "checkpoint_every")
             settings.update({k: v for k, v in overrides.items() if v is not None and k in keep})
         elif lpinn:
             overrides.pop("constraints")
@@ -542,6 +545,7 @@ def _solve_teng(args) -> int:
         "--adaptive": args.adaptive,
         "--resume": args.resume,
         "--devices": args.devices,
+        "--checkpoint-every": args.checkpoint_every,
     }
     given = [k for k, v in unsupported.items() if v is not None]
     if given:
@@ -831,7 +835,7 @@ def _read_run(args) -> dict | None:
 
 
 _PINN_ONLY = ("optimizer", "steps", "lbfgs_steps", "model", "constraints", "sampler", "points", "resample_every",
-              "adaptive", "basis", "constraint_points", "dt", "integrator")  # fmt: skip
+              "adaptive", "basis", "constraint_points", "dt", "integrator", "checkpoint_every")  # fmt: skip
 _OPERATOR_SETTINGS = {"n_train": "n_train", "n_test": "n_test", "resolution": "resolution", "epochs": "epochs",
                       "batch": "batch_size", "lr": "learning_rate", "width": "width", "depth": "depth",
                       "modes": "modes", "labels": "labels", "physics": "physics_weight", "devices": "devices",

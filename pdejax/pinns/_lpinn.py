@@ -363,6 +363,7 @@ LPINN_DEFAULTS: dict = {
     "harmonics": 1,
     "prior": False,
     "devices": None,
+    "checkpoint_every": 1000,
 }
 
 

@@ -21,6 +21,7 @@ GENERIC: dict = {
     "adaptive": "none",
     "n_points": None,
     "devices": None,
+    "checkpoint_every": 1000,
 }
 
 PRESETS: dict[str, dict] = {

@@ -146,6 +146,7 @@ def train_config(s: dict, **changes) -> TrainConfig:
         n_points=s["n_points"],
         seed=int(s["seed"]),
         devices=s.get("devices"),
+        checkpoint_every=int(s.get("checkpoint_every", 1000)),
         eval_every=max(1, (int(s["steps"]) + int(s["lbfgs_steps"])) // 10),
     )
     return TrainConfig(**{**fields, **changes})
