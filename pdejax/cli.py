@@ -481,6 +481,7 @@ def _solve(args) -> int:
         }
     if not lead:
         return 0
+    _require_finite(sol.prediction, "the prediction on the evaluation grid")
     if sol.reference is not None:
         plot_solution(problem, sol.prediction, sol.reference, out / "solution.png")
     plot_losses(res.loss_history, res.term_names, out / "loss.png", res.eval_steps, res.eval_rel_l2)
@@ -488,6 +489,14 @@ def _solve(args) -> int:
     rel = "n/a" if res.rel_l2 is None else f"{res.rel_l2:.3e}"
     print(f"{problem.name}: rel_l2={rel} steps={res.steps} wall_time={res.wall_time_s:.1f}s -> {out}")
     return 0
+
+
+def _require_finite(values, what: str) -> None:
+    """Refuse to write a result that holds NaN/Inf (one clear error instead of a NaN in metrics.json)."""
+    import numpy as np
+
+    if not np.all(np.isfinite(np.asarray(values, dtype=float))):
+        raise CLIError(f"{what} is not finite (NaN/Inf); no results written (the checkpoint is kept for --resume)")
 
 
 def _experts(params: list[tuple[str, str]], method: str) -> tuple[list[tuple[str, str]], int]:
@@ -592,6 +601,7 @@ def _solve_teng(args) -> int:
         "device": str(jax.devices()[0]),
         "platform": platform.platform(),
     }
+    _require_finite(res.prediction, "the TENG solution at the final time")
     pts, _ = problem.eval_points()
     plot_solution(problem, res.prediction, problem.reference(pts), out / "solution.png")
     plot_error_history(res.history_t, res.history_rel_l2, out / "error_vs_time.png", f"TENG {problem.name}")
@@ -926,6 +936,7 @@ def _solve_operator(args) -> int:
         "device": str(jax.devices()[0]),
         "platform": platform.platform(),
     }
+    _require_finite(sol.prediction, "the operator's prediction on the test set")
     k = min(3, len(sol.test))
     plot_operator_samples(sol.test.inputs[:k], sol.prediction[:k], sol.test.outputs[:k], sol.test.coords,
                           out / "solution.png")  # fmt: skip

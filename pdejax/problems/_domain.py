@@ -13,8 +13,8 @@ def _as_pair(name: str, value) -> tuple[float, float]:
         a, b = (float(v) for v in value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a pair (start, end) of numbers, got {value!r}") from None
-    if not (np.isfinite(a) and np.isfinite(b) and a < b):
-        raise ValueError(f"{name} must satisfy start < end with finite numbers, got ({a}, {b})")
+    if not (np.isfinite(a) and np.isfinite(b) and a < b and np.isfinite(b - a)):
+        raise ValueError(f"{name} must satisfy start < end with finite numbers and length, got ({a}, {b})")
     return a, b
 
 
@@ -96,13 +96,16 @@ def Interval(a: float, b: float, *, time: tuple[float, float] | None = None) -> 
 
 def Rectangle(lo: tuple[float, float], hi: tuple[float, float], *, time: tuple[float, float] | None = None) -> Domain:
     """The rectangle ``[lo[0], hi[0]] x [lo[1], hi[1]]`` (optionally times ``time``)."""
-    if len(lo) != 2 or len(hi) != 2:
+    if not (hasattr(lo, "__len__") and hasattr(hi, "__len__")) or len(lo) != 2 or len(hi) != 2:
         raise ValueError(f"Rectangle needs 2D corners, got lo={lo}, hi={hi}")
     return Box(lo, hi, time=time)
 
 
 def Box(lo, hi, *, time: tuple[float, float] | None = None) -> Domain:
     """The box with corners ``lo`` and ``hi`` (any dimension), optionally times ``time``."""
-    lo = tuple(float(v) for v in lo)
-    hi = tuple(float(v) for v in hi)
+    try:
+        lo = tuple(float(v) for v in lo)
+        hi = tuple(float(v) for v in hi)
+    except (TypeError, ValueError):
+        raise ValueError(f"Box corners must be sequences of numbers, got lo={lo!r}, hi={hi!r}") from None
     return Domain(lo, hi, None if time is None else _as_pair("time interval", time))

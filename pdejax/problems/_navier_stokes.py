@@ -7,7 +7,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from ._benchmarks import _positive
+from ._benchmarks import _within
 from ._derivatives import partial
 from ._domain import Rectangle
 from ._periodic import hermite_in_time
@@ -118,7 +118,8 @@ def navier_stokes2d(nu: float = 0.01, T: float = 1.0) -> Problem:
     The PI-HC 2D Navier–Stokes setting of Chalapathi et al. (ICLR 2024) is vorticity form on a periodic
     box; this single-trajectory version keeps a scalar unknown.
     Reference: pseudo-spectral vorticity solver (``pdejax.solvers.navier_stokes_vorticity``, 64^2 modes)."""
-    _positive(nu=nu, T=T)
+    _within(0, 1, open_lo=True, nu=nu)
+    _within(0, 100, open_lo=True, T=T)
 
     def pde(u, p):
         # derivatives of psi: axes 0 = x, 1 = y, 2 = t
