@@ -235,7 +235,7 @@ def train_operator(
         key, sub = jax.random.split(key)
         perm = jax.random.permutation(sub, n_items)[: steps_per_epoch * config.batch_size]
         (p, s), rows = jax.lax.scan(step, (p, s), perm.reshape(steps_per_epoch, config.batch_size))
-        return p, s, key, jnp.mean(rows, axis=0), jnp.all(jnp.isfinite(rows))
+        return p, s, key, jnp.mean(rows, axis=0), rows
 
     state = (params, opt.init(params), jax.random.PRNGKey(config.seed))
     start, history, eval_epochs, eval_vals = 0, {"loss": [], "data": [], "physics": []}, [], []
@@ -273,10 +273,17 @@ def train_operator(
     ep = start
     try:
         for ep in range(start + 1, config.epochs + 1):
-            p, s, key, means, finite = epoch(*state)
-            if not bool(finite):
-                kept = f"; last finite checkpoint kept at {ckpt}" if ckpt is not None and ckpt.exists() else ""
-                raise OperatorTrainingDiverged(f"training diverged: the loss became NaN/Inf in epoch {ep}{kept}")
+            p, s, key, means, rows = epoch(*state)
+            bad = ~np.isfinite(np.asarray(rows))  # (steps, [loss, data, physics]) before each update
+            if bad.any():
+                i = int(np.argmax(bad.any(axis=1)))
+                term = "data" if bad[i, 1] else "physics" if bad[i, 2] else "total"
+                save(state, ep - 1)  # the last finite state, for --resume with other settings
+                kept = f"; last finite checkpoint kept at {ckpt} (epoch {ep - 1})" if ckpt is not None else ""
+                raise OperatorTrainingDiverged(
+                    f"training diverged: the {term} loss term became NaN/Inf at step "
+                    f"{(ep - 1) * steps_per_epoch + i} (epoch {ep}, batch {i + 1}){kept}"
+                )
             state = (p, s, key)
             for k, v in zip(history, np.asarray(means)):
                 history[k].append(float(v))

@@ -6,6 +6,7 @@ import sys
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -104,3 +105,20 @@ def test_data_parallel_training_on_4_devices_matches_one_device(tmp_path):
     np.testing.assert_allclose(four["loss"], one["loss"], rtol=1e-10)
     np.testing.assert_allclose(four["test"], one["test"], rtol=1e-9)
     np.testing.assert_allclose(four["w"], one["w"], rtol=1e-9, atol=1e-12)
+
+
+def test_nan_stops_operator_training_naming_the_term_and_step(tmp_path):
+    rng = np.random.default_rng(0)
+    s = np.linspace(0, 1, 9)
+    a = rng.uniform(1, 2, size=(12, 1, 9, 9))
+    coords = np.stack(np.meshgrid(s, s, indexing="ij"), -1)
+    train, test = O.OperatorDataset(a, a**2, coords, "darcy").split(8, 4)
+    fno = O.FNO(1, 1, (3, 3), width=4, depth=1, proj=8, padding=0, key=jax.random.PRNGKey(0))
+    cfg = O.OperatorConfig(epochs=3, batch_size=4, physics_weight=1.0, n_labelled=8)
+
+    def physics(a, u):  # finite at first, NaN once the prediction's mean square passes 1e-9 (from step 0)
+        return jnp.sqrt(1e-9 - jnp.mean(u**2))
+
+    with pytest.raises(O.OperatorTrainingDiverged, match=r"the physics loss term became NaN/Inf at step 0 \(epoch 1"):
+        O.train_operator(fno, train, test, cfg, physics=physics, out_dir=tmp_path, progress=False)
+    assert (tmp_path / "checkpoint.npz").exists()  # the initial (finite) state, kept for --resume
