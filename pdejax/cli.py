@@ -41,13 +41,16 @@ class _Parser(argparse.ArgumentParser):
         raise CLIError(f"{message} (see '{self.prog} --help')")
 
 
+INT_MAX = 2**31 - 1  # step counters are int32 inside the jitted loops
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    if not 0 < value <= INT_MAX:
+        raise argparse.ArgumentTypeError(f"must be an integer in [1, {INT_MAX}], got {value}")
     return value
 
 
@@ -56,8 +59,18 @@ def _nonneg_int(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    if not 0 <= value <= INT_MAX:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, {INT_MAX}], got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value < 2**32:  # jax.random.PRNGKey keeps 32 bits: 2**32 would silently be seed 0
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**32 - 1], got {value}")
     return value
 
 
@@ -81,6 +94,12 @@ def _nonneg_float(text: str) -> float:
     return value
 
 
+def _text(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
 def _param(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip() or not value.strip():
@@ -96,16 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("solve", help="train/solve one problem and write metrics, plots and a checkpoint")
     s.add_argument("problem", help="problem name (see 'pdejax list')")
-    s.add_argument("--method", default=None, help=f"solution method: {', '.join(METHODS)} (default: pinn)")
+    s.add_argument("--method", type=_text, default=None, help=f"solution method: {', '.join(METHODS)} (default: pinn)")
     s.add_argument(
         "--optimizer",
+        type=_text,
         default=None,
         help="adam | config | mconfig | multiadam | lra | pcgrad, each optionally +lbfgs, or lbfgs "
         "(default: adam+lbfgs; adam for soft, hc, hc-moe)",
     )
     s.add_argument("--steps", type=_positive_int, default=None, help="first-phase (Adam) steps")
     s.add_argument("--lbfgs-steps", type=_nonneg_int, default=None, help="L-BFGS iterations after Adam")
-    s.add_argument("--seed", type=_nonneg_int, default=None)
+    s.add_argument("--seed", type=_seed, default=None)
     s.add_argument(
         "--param",
         type=_param,
@@ -148,13 +168,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--x64", action="store_true", help="train in float64 (teng: always float64)")
     s.add_argument("--dt", type=_positive_float, default=None, help="teng: time step")
     s.add_argument("--integrator", choices=("euler", "heun", "rk4"), default=None, help="teng: time integrator")
-    s.add_argument("--out", default=None, help="output directory (default: runs/PROBLEM-METHOD)")
-    s.add_argument("--resume", default=None, metavar="DIR", help="continue the run whose checkpoint is in DIR")
+    s.add_argument("--out", type=_text, default=None, help="output directory (default: runs/PROBLEM-METHOD)")
+    s.add_argument(
+        "--resume", type=_text, default=None, metavar="DIR", help="continue the run whose checkpoint is in DIR"
+    )
     s.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="N",
                    help="pinn, soft, hc, hc-moe, lpinn: write a checkpoint every N steps (default 1000)")  # fmt: skip
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     o = s.add_argument_group("operator learning (problems burgers1d, darcy; methods fno, deeponet, multionet)")
-    o.add_argument("--data", default=None, metavar="FILE", help="dataset file (pdejax data / PDEBench HDF5)")
+    o.add_argument(
+        "--data", type=_text, default=None, metavar="FILE", help="dataset file (pdejax data / PDEBench HDF5)"
+    )
     o.add_argument("--epochs", type=_positive_int, default=None)
     o.add_argument("--n-train", type=_positive_int, default=None, help="training samples")
     o.add_argument("--n-test", type=_positive_int, default=None, help="held-out test samples")
@@ -167,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data parallel over this many devices (pinn, soft, lpinn: collocation points; operators, "
                         "pidm: samples of each batch); all processes' devices under jax.distributed")  # fmt: skip
     m = s.add_argument_group("several processes/hosts (jax.distributed; pinn, soft, lpinn): one command each")
-    m.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="address of process 0's coordinator")
+    m.add_argument(
+        "--coordinator", type=_text, default=None, metavar="HOST:PORT", help="address of process 0's coordinator"
+    )
     m.add_argument("--num-processes", type=_positive_int, default=None, help="processes taking part")
     m.add_argument("--process-id", type=_nonneg_int, default=None, help="this process's index, 0..N-1")
     g = s.add_argument_group("physics-informed diffusion (darcy --method pidm; also --steps, --batch, --physics, ...)")
@@ -184,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("problem")
     c.add_argument(
         "--methods",
+        type=_text,
         required=True,
         help="comma-separated: PINN optimizers (adam, config, mconfig, multiadam, lra, pcgrad, "
         "each optionally +lbfgs) or methods (pinn = adam+lbfgs; soft = adam with every condition in the loss; "
@@ -201,21 +228,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--lr", type=_positive_float, default=None)
     c.add_argument("--points", type=_positive_int, default=None, help="collocation points per PDE-residual term")
     c.add_argument("--x64", action="store_true")
-    c.add_argument("--out", required=True)
+    c.add_argument("--out", type=_text, required=True)
     c.add_argument("--no-progress", action="store_true")
 
     d = sub.add_parser("data", help="generate an operator-learning dataset (burgers1d, darcy) with pdejax.solvers")
     d.add_argument("dataset")
     d.add_argument("--n", type=_positive_int, required=True, help="number of input/output pairs")
-    d.add_argument("--out", required=True, help="output file (.npz)")
+    d.add_argument("--out", type=_text, required=True, help="output file (.npz)")
     d.add_argument("--resolution", type=_positive_int, default=None, help="grid points per axis")
-    d.add_argument("--seed", type=_nonneg_int, default=0)
+    d.add_argument("--seed", type=_seed, default=0)
     d.add_argument("--no-progress", action="store_true")
 
     r = sub.add_parser("reference", help="write a problem's reference solution on its evaluation grid")
     r.add_argument("problem")
     r.add_argument("--param", type=_param, action="append", default=[], metavar="KEY=VALUE")
-    r.add_argument("--out", required=True, help="output file (.npz)")
+    r.add_argument("--out", type=_text, required=True, help="output file (.npz)")
     return p
 
 

@@ -27,7 +27,7 @@ DATASETS = list(cli.OPERATOR_DATASETS)
 POSITIVE_INT = ["--steps", "--width", "--depth", "--points", "--basis", "--constraint-points", "--checkpoint-every",
                 "--devices", "--epochs", "--n-train", "--n-test", "--resolution", "--modes", "--batch", "--samples",
                 "--diffusion-steps", "--sample-steps", "--num-processes"]  # fmt: skip
-NONNEG_INT = ["--lbfgs-steps", "--seed", "--resample-every", "--process-id"]
+NONNEG_INT = ["--lbfgs-steps", "--resample-every", "--process-id"]
 POSITIVE_FLOAT = ["--lr", "--dt", "--labels"]
 NONNEG_FLOAT = ["--physics"]
 CHOICES = {"--model": cli.MODELS, "--constraints": ("hard", "soft"), "--sampler": cli.PINN_SAMPLERS + ("ddpm", "ddim"),
@@ -54,9 +54,10 @@ def tripwire(monkeypatch):
         monkeypatch.setattr(module, name, trip)
 
 
-def _valid_int(text: str, lowest: int) -> bool:
+def _valid_int(text: str, lowest: int, highest: int = 2**31 - 1) -> bool:
+    # step counters are int32 in the jitted loops; seeds keep 32 bits in jax.random.PRNGKey
     try:
-        return int(text) >= lowest
+        return lowest <= int(text) <= highest
     except ValueError:
         return False
 
@@ -73,18 +74,20 @@ _junk = st.one_of(
     st.text(alphabet=string.printable.replace("\x00", ""), max_size=12),
     st.sampled_from(["", "nan", "inf", "-inf", "1e999", "-0", "0", "-1", "1.5", "0x10", "1_0e", "None", "[]", "--"]),
     st.integers(-(10**20), 0).map(str),
+    st.integers(2**31 - 2, 2**70).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
 )
 
 
 @st.composite
 def _bad_number(draw):
-    kind = draw(st.sampled_from(["pos_int", "nonneg_int", "pos_float", "nonneg_float"]))
-    flag = draw(st.sampled_from({"pos_int": POSITIVE_INT, "nonneg_int": NONNEG_INT, "pos_float": POSITIVE_FLOAT,
-                                 "nonneg_float": NONNEG_FLOAT}[kind]))  # fmt: skip
+    kind = draw(st.sampled_from(["pos_int", "nonneg_int", "seed", "pos_float", "nonneg_float"]))
+    flag = draw(st.sampled_from({"pos_int": POSITIVE_INT, "nonneg_int": NONNEG_INT, "seed": ["--seed"],
+                                 "pos_float": POSITIVE_FLOAT, "nonneg_float": NONNEG_FLOAT}[kind]))  # fmt: skip
     valid = {
         "pos_int": lambda v: _valid_int(v, 1),
         "nonneg_int": lambda v: _valid_int(v, 0),
+        "seed": lambda v: _valid_int(v, 0, 2**32 - 1),
         "pos_float": lambda v: _valid_float(v, True),
         "nonneg_float": lambda v: _valid_float(v, False),
     }[kind]
@@ -168,9 +171,11 @@ def _bad_solve(draw, tmp):
         name = draw(_identifier.filter(lambda n: not any(o.startswith("--" + n) for o in options)))
         bad = ["--" + name]
     elif kind == "out":
-        bad = ["--out", str(tmp["file"] / draw(_identifier))]  # a directory inside a regular file
+        # a directory inside a regular file, or no name at all
+        bad = ["--out", draw(st.sampled_from([str(tmp["file"] / draw(_identifier)), "", "  "]))]
     else:
-        bad = ["--resume", str(draw(st.sampled_from([tmp["missing"], tmp["empty"], tmp["garbage"], tmp["other"]])))]
+        places = [tmp["missing"], tmp["empty"], tmp["garbage"], tmp["other"]]
+        bad = ["--resume", draw(st.sampled_from([*map(str, places), ""]))]
     # a valid flag must not come after (and so override) the bad value of the same flag
     extras = [e for e in draw(st.lists(st.sampled_from(VALID_EXTRAS), max_size=3, unique_by=tuple)) if e[0] not in bad]
     flags = [x for e in extras for x in e]
@@ -223,7 +228,10 @@ def places(tmp_path_factory):
 
 
 def _check_one_clean_error(argv, capsys, out):
-    code = cli.main(argv)
+    try:
+        code = cli.main(argv)
+    except _Reached:
+        raise AssertionError(f"accepted as valid, reached training: {argv}") from None
     captured = capsys.readouterr()
     lines = [line for line in captured.err.splitlines() if line.strip()]
     assert code != 0, (argv, captured.err)
