@@ -63,3 +63,31 @@ def test_sharded_pinn_on_4_devices_and_2_processes_matches_one_device(tmp_path):
         np.testing.assert_allclose(run["loss_terms"]["pde"], one["loss_terms"]["pde"], rtol=1e-9)
         np.testing.assert_allclose(run["rel_l2_history"]["rel_l2"], one["rel_l2_history"]["rel_l2"], rtol=1e-9)
     assert (tmp_path / "dist" / "checkpoint.npz").exists()  # process 0 wrote it (gathered from both)
+
+
+_DIFFUSION = """
+import jax, numpy as np
+jax.config.update("jax_enable_x64", True)
+from pdejax import operators as O
+fields = np.random.default_rng(0).normal(size=(16, 2, 8, 8))
+model = O.build_diffusion(O.FNOBackbone(2, 10, modes=3, width=8, depth=2, key=jax.random.PRNGKey(0)),
+                          O.cosine_schedule(10), fields)
+runs = {}
+for d in (1, 4):
+    cfg = O.DiffusionConfig(steps=6, batch_size=8, chunk=3, physics_weight=0.0, devices=d)
+    res = O.train_diffusion(model, fields, cfg, progress=False)
+    x = O.sample(res.model, jax.random.PRNGKey(1), 8, sampler="ddpm", devices=d)
+    w = jax.tree_util.tree_leaves(res.model.net)[0]
+    runs[d] = (np.asarray(res.history["data"]), x, np.asarray(w), len(w.sharding.device_set))
+np.testing.assert_allclose(runs[4][0], runs[1][0], rtol=1e-10)
+np.testing.assert_allclose(runs[4][1], runs[1][1], rtol=1e-8, atol=1e-10)
+np.testing.assert_allclose(runs[4][2], runs[1][2], rtol=1e-9, atol=1e-12)
+assert (runs[1][3], runs[4][3]) == (1, 4), (runs[1][3], runs[4][3])
+print("ok")
+"""
+
+
+def test_diffusion_training_and_sampling_on_4_devices_match_one_device():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", _DIFFUSION], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]

@@ -18,7 +18,7 @@ import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .._io import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
-from .._sharding import data_mesh
+from .._sharding import data_mesh, place_leading, place_replicated
 from ._train import channel_stats
 
 # ---------------------------------------------------------------------------------------------- schedules
@@ -555,13 +555,15 @@ def sample(
     steps: int | None = None,
     eta: float = 0.0,
     batch: int = 64,
+    devices: int | None = None,
 ) -> np.ndarray:
     """Draw ``n`` fields from the model, in physical units; ``(n, *field_shape)``.
 
     ``'ddpm'``: ancestral sampling through all ``T`` steps, ``x_{t-1} = mean(x0_hat, x_t) + sqrt(betatilde_t) z``
     (Ho et al. 2020); the last step returns ``x0_hat`` without noise. ``'ddim'``: ``steps`` evenly spaced
     steps of the DDIM update (Song, Meng, Ermon, ICLR 2021), deterministic for ``eta = 0``, DDPM-like for
-    ``eta = 1``. One jitted call per step, in batches of ``batch``.
+    ``eta = 1``. One jitted call per step, in batches of ``batch``. ``devices``: split each batch over this
+    many devices (``jax.sharding``; the network replicated); the same draws as on one device.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
@@ -578,12 +580,15 @@ def sample(
     else:
         seq = np.arange(T)
     prev = np.concatenate([[-1], seq[:-1]])
+    mesh = data_mesh(devices, "batch")
+    arrays, rest = eqx.partition(model, eqx.is_array)
+    model = eqx.combine(place_replicated(arrays, mesh), rest)
     dtype = jnp.zeros(()).dtype
     out, keys = [], jax.random.split(key, -(-n // batch))
     for i, k in enumerate(keys):
         m = min(batch, n - i * batch)
         k, k0 = jax.random.split(k)
-        x = jax.random.normal(k0, (m, *model.field_shape), dtype)
+        x = place_leading(jax.random.normal(k0, (m, *model.field_shape), dtype), mesh)
         # a Python loop over jitted steps, not lax.scan: see _train_step (convolutions in loops on XLA:CPU)
         for t, tp in zip(seq[::-1], prev[::-1]):
             k, kz = jax.random.split(k)

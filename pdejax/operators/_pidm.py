@@ -273,6 +273,7 @@ def solve_pidm(
             int(settings["samples"]),
             sampler=settings["sampler"],
             steps=settings["sample_steps"],
+            devices=settings["devices"],
         )
         if log_k:
             samples[variant][:, 0] = np.exp(samples[variant][:, 0])
