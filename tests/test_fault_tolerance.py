@@ -31,17 +31,9 @@ def _leaves(path):
         return [data[k] for k in sorted(data.files) if k.startswith("leaf_")]
 
 
-def _same_run(a, b, keys=("steps", "rel_l2", "rel_l2_history", "loss_terms")):
-    ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
-    for key in keys:
-        assert ma[key] == mb[key], key
-    for x, y in zip(_leaves(a / "checkpoint.npz"), _leaves(b / "checkpoint.npz"), strict=True):
-        np.testing.assert_array_equal(x, y)
-
-
 def test_sigkill_then_resume_equals_uninterrupted_run_and_corrupt_checkpoint_falls_back(tmp_path):
-    straight = _pdejax(*_RUN, "--out", str(tmp_path / "straight"))
-    killed_dir = tmp_path / "killed"
+    straight_dir, killed_dir = tmp_path / "straight", tmp_path / "killed"
+    straight = _pdejax(*_RUN, "--out", str(straight_dir))
     killed = _pdejax(*_RUN, "--out", str(killed_dir))
     deadline = time.monotonic() + 240
     while not (killed_dir / "checkpoint.npz").exists() and killed.poll() is None and time.monotonic() < deadline:
@@ -52,14 +44,24 @@ def test_sigkill_then_resume_equals_uninterrupted_run_and_corrupt_checkpoint_fal
     assert killed.returncode == -signal.SIGKILL
     assert not (killed_dir / "metrics.json").exists()  # no partial results
     _finish(straight)
-    _finish(_pdejax("solve", "poisson2d", "--resume", str(killed_dir), "--no-progress"))
-    _same_run(tmp_path / "straight", killed_dir)
+    metrics = json.loads((straight_dir / "metrics.json").read_text())
+    leaves = _leaves(straight_dir / "checkpoint.npz")
 
-    # the newest checkpoint (step 320) truncated: resuming says so in one line and continues from the
-    # previous one (step 300; bitwise equality after such a fallback: tests/pinns/test_trainer.py)
-    ckpt = killed_dir / "checkpoint.npz"
+    # at the same time: resume the killed run, and resume the finished one after truncating its newest
+    # checkpoint (step 320), which must say so in one line and continue from the previous one (step 300),
+    # here adding 10 L-BFGS steps (bitwise equality after such a fallback: tests/pinns/test_trainer.py)
+    ckpt = straight_dir / "checkpoint.npz"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
-    err = _finish(_pdejax("solve", "poisson2d", "--resume", str(killed_dir), "--lbfgs-steps", "30", "--no-progress"))
+    resumed = _pdejax("solve", "poisson2d", "--resume", str(killed_dir), "--no-progress")
+    fallback = _pdejax("solve", "poisson2d", "--resume", str(straight_dir), "--lbfgs-steps", "30", "--no-progress")
+    _finish(resumed)
+    resumed_metrics = json.loads((killed_dir / "metrics.json").read_text())
+    for key in ("steps", "rel_l2", "rel_l2_history", "loss_terms"):
+        assert resumed_metrics[key] == metrics[key], key
+    for x, y in zip(_leaves(killed_dir / "checkpoint.npz"), leaves, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+    err = _finish(fallback)
     warning = [line for line in err.splitlines() if line.startswith("pdejax: warning:")]
     assert len(warning) == 1 and "corrupt or truncated" in warning[0] and "(step 300)" in warning[0], err[-2000:]
-    assert json.loads((killed_dir / "metrics.json").read_text())["steps"] == 330
+    assert json.loads((straight_dir / "metrics.json").read_text())["steps"] == 330
