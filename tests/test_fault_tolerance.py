@@ -9,8 +9,8 @@ import time
 
 import numpy as np
 
-# chunks of 250 steps: checkpoints at steps 250, 300 (end of Adam) and 320 (end of L-BFGS)
-_RUN = ["solve", "poisson2d", "--steps", "300", "--lbfgs-steps", "20", "--checkpoint-every", "50", "--width", "16",
+# Adam in chunks of 250 steps: checkpoints at steps 250 and 300
+_RUN = ["solve", "poisson2d", "--optimizer", "adam", "--steps", "300", "--checkpoint-every", "50", "--width", "16",
         "--points", "256", "--no-progress"]  # fmt: skip
 
 
@@ -39,7 +39,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run_and_corrupt_checkpoint_fal
     while not (killed_dir / "checkpoint.npz").exists() and killed.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert killed.poll() is None, "the run ended before it could be killed"
-    killed.send_signal(signal.SIGKILL)  # right after the first checkpoint (step 250): 70 steps are lost
+    killed.send_signal(signal.SIGKILL)  # right after the first checkpoint (step 250): 50 steps are lost
     killed.communicate()
     assert killed.returncode == -signal.SIGKILL
     assert not (killed_dir / "metrics.json").exists()  # no partial results
@@ -48,12 +48,12 @@ def test_sigkill_then_resume_equals_uninterrupted_run_and_corrupt_checkpoint_fal
     leaves = _leaves(straight_dir / "checkpoint.npz")
 
     # at the same time: resume the killed run, and resume the finished one after truncating its newest
-    # checkpoint (step 320), which must say so in one line and continue from the previous one (step 300),
-    # here adding 10 L-BFGS steps (bitwise equality after such a fallback: tests/pinns/test_trainer.py)
+    # checkpoint (step 300), which must say so in one line and continue from the previous one (step 250),
+    # here going on to step 330 (bitwise equality after such a fallback: tests/pinns/test_trainer.py)
     ckpt = straight_dir / "checkpoint.npz"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
     resumed = _pdejax("solve", "poisson2d", "--resume", str(killed_dir), "--no-progress")
-    fallback = _pdejax("solve", "poisson2d", "--resume", str(straight_dir), "--lbfgs-steps", "30", "--no-progress")
+    fallback = _pdejax("solve", "poisson2d", "--resume", str(straight_dir), "--steps", "330", "--no-progress")
     _finish(resumed)
     resumed_metrics = json.loads((killed_dir / "metrics.json").read_text())
     for key in ("steps", "rel_l2", "rel_l2_history", "loss_terms"):
@@ -63,5 +63,5 @@ def test_sigkill_then_resume_equals_uninterrupted_run_and_corrupt_checkpoint_fal
 
     err = _finish(fallback)
     warning = [line for line in err.splitlines() if line.startswith("pdejax: warning:")]
-    assert len(warning) == 1 and "corrupt or truncated" in warning[0] and "(step 300)" in warning[0], err[-2000:]
+    assert len(warning) == 1 and "corrupt or truncated" in warning[0] and "(step 250)" in warning[0], err[-2000:]
     assert json.loads((straight_dir / "metrics.json").read_text())["steps"] == 330

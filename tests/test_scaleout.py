@@ -27,11 +27,12 @@ def _launch(out, local_devices: int, extra=()):
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_sharded_pinn_on_4_devices_and_2_processes_matches_one_device(tmp_path):
+def test_sharded_pinn_on_2_processes_x_2_devices_matches_one_device(tmp_path):
+    # (one process with 4 devices runs the same code on a mesh that is not split across processes; 4 forced
+    # devices in one process are tested for operators, diffusion and hard-constraint experts)
     port = _free_port()
     procs = {
         "one": _launch(tmp_path / "one", 1),
-        "four": _launch(tmp_path / "four", 4, ["--devices", "4"]),
         # 2 processes x 2 CPU devices = one 4-device mesh through jax.distributed
         **{
             f"proc{i}": _launch(
@@ -54,11 +55,10 @@ def test_sharded_pinn_on_4_devices_and_2_processes_matches_one_device(tmp_path):
     for name, p in procs.items():
         _, err = p.communicate(timeout=500)
         assert p.returncode == 0, (name, err[-2000:])
-    one, four, dist = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "four", "dist"))
-    assert (one["devices"], four["devices"], dist["devices"]) == (1, 4, 4)
-    assert (four["processes"], dist["processes"]) == (1, 2)
+    one, dist = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "dist"))
+    assert (one["devices"], dist["devices"]) == (1, 4) and dist["processes"] == 2
     # the same points, steps and updates; only the order of the cross-device sums differs (float64 rounding)
-    for run in (four, dist):
+    for run in (dist,):
         assert run["steps"] == one["steps"] == 53
         assert run["rel_l2"] == pytest.approx(one["rel_l2"], rel=1e-9)
         np.testing.assert_allclose(run["loss_terms"]["pde"], one["loss_terms"]["pde"], rtol=1e-9)
