@@ -23,6 +23,7 @@ def _one_line_error(capsys, code, expected_code=2):
     return lines[0]
 
 
+@pytest.mark.long
 def test_solve_writes_metrics_plots_checkpoint_and_resumes(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["solve", "poisson2d", "--param", "k=1", "--out", str(out), "--seed", "3", *FAST])
@@ -234,6 +235,7 @@ def test_compare_teng_against_a_pinn(tmp_path, capsys, monkeypatch):
     assert "| teng |" in (out / "compare.md").read_text()
 
 
+@pytest.mark.long
 def test_solve_lpinn_writes_eulerian_metrics_and_resumes(tmp_path, capsys):
     # the Adam phase, then a resume that adds the L-BFGS phase: the L-BFGS program compiles once (resuming
     # inside the L-BFGS phase, which compiles it twice, is covered by the PINN resume test above and by
@@ -258,6 +260,7 @@ def test_solve_lpinn_writes_eulerian_metrics_and_resumes(tmp_path, capsys):
     assert 0 < m2["rel_l2"] < 5e-2
 
 
+@pytest.mark.long
 def test_solve_soft_hc_and_hc_moe(tmp_path, capsys):
     # the three constraint treatments of PI-HC on one problem: metrics, plots, checkpoint, experts
     small = ["--steps", "6", "--width", "8", "--depth", "2", "--points", "64", "--no-progress", "--x64"]

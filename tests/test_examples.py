@@ -3,6 +3,8 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -13,6 +15,7 @@ def _load(name):
     return mod
 
 
+@pytest.mark.long
 def test_custom_residual_example_trains_to_low_error():
     mod = _load("custom_residual")
     # the exact solution zeroes the user's residual (checks the example's own algebra)
@@ -27,6 +30,7 @@ def test_custom_residual_example_trains_to_low_error():
     assert mod.main(steps=300, lbfgs_steps=50, progress=False) < 1e-2
 
 
+@pytest.mark.long
 def test_lpinn_example_shows_the_failure_and_the_fix():
     import jax
 

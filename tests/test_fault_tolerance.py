@@ -8,6 +8,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 # Adam in chunks of 250 steps: checkpoints at steps 250 and 300
 _RUN = ["solve", "poisson2d", "--optimizer", "adam", "--steps", "300", "--checkpoint-every", "50", "--width", "16",
@@ -31,6 +32,7 @@ def _leaves(path):
         return [data[k] for k in sorted(data.files) if k.startswith("leaf_")]
 
 
+@pytest.mark.long
 def test_sigkill_then_resume_equals_uninterrupted_run_and_corrupt_checkpoint_falls_back(tmp_path):
     straight_dir, killed_dir = tmp_path / "straight", tmp_path / "killed"
     straight = _pdejax(*_RUN, "--out", str(straight_dir))

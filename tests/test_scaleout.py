@@ -27,6 +27,7 @@ def _launch(out, local_devices: int, extra=()):
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.long
 def test_sharded_pinn_on_2_processes_x_2_devices_matches_one_device(tmp_path):
     # (one process with 4 devices runs the same code on a mesh that is not split across processes; 4 forced
     # devices in one process are tested for operators, diffusion and hard-constraint experts)
@@ -88,6 +89,7 @@ print("ok")
 """
 
 
+@pytest.mark.long
 def test_diffusion_training_and_sampling_on_4_devices_match_one_device():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, "-c", _DIFFUSION], env=env, capture_output=True, text=True, timeout=300)

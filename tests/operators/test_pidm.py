@@ -258,6 +258,7 @@ def test_tiny_model_overfits_one_sample():
     assert np.all(err < 0.05), err
 
 
+@pytest.mark.long
 def test_training_resumes_bitwise_and_stops_on_nan(tmp_path):
     fields = np.random.default_rng(0).normal(size=(8, 2, 8, 8))
     s = O.cosine_schedule(10)
@@ -293,6 +294,7 @@ _SMALL = ["--resolution", "16", "--n-train", "16", "--steps", "6", "--batch", "4
           "--samples", "2", "--diffusion-steps", "10", "--no-progress"]  # fmt: skip
 
 
+@pytest.mark.long
 def test_cli_pidm_writes_metrics_and_pictures_and_resumes(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["solve", "darcy", "--method", "pidm", *_SMALL, "--out", str(out)]) == 0

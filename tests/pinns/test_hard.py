@@ -244,6 +244,7 @@ np.savez(OUT, w=np.asarray(w), rows=np.asarray(rows), devices=len(w.sharding.dev
 """
 
 
+@pytest.mark.long
 def test_experts_shard_one_per_device_and_match_the_single_device_run(tmp_path):
     import os
     import subprocess

@@ -61,6 +61,7 @@ def test_resampling_changes_points_and_stays_deterministic():
     np.testing.assert_allclose(res1.loss_history[:20], res3.loss_history[:20], rtol=1e-12)
 
 
+@pytest.mark.long
 def test_resume_gives_bitwise_identical_result(tmp_path):
     pb, field, tp, cfg = _small(steps=100, lbfgs_steps=20, chunk=25, checkpoint_every=25, resample_every=30)
     straight = train(tp, field, cfg, progress=False)
