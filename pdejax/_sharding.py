@@ -22,9 +22,15 @@ def data_mesh(devices: int | None, axis: str) -> Mesh | None:
     return Mesh(np.asarray(have[:devices]), (axis,))
 
 
-def _leading(a: Any, mesh: Mesh) -> bool:
-    """Whether array ``a`` is split along its first axis: it has one and the mesh size divides it."""
-    return getattr(a, "ndim", 0) >= 1 and a.shape[0] % mesh.devices.size == 0
+def _specs(mesh: Mesh) -> tuple[NamedSharding, NamedSharding]:
+    """The two layouts on a 1D mesh: split along the first axis, and replicated."""
+    return NamedSharding(mesh, PartitionSpec(mesh.axis_names[0])), NamedSharding(mesh, PartitionSpec())
+
+
+def _leading_spec(a: Any, mesh: Mesh) -> NamedSharding:
+    """Split ``a`` along its first axis if it has one that the mesh size divides, else replicate it."""
+    split, rep = _specs(mesh)
+    return split if getattr(a, "ndim", 0) >= 1 and a.shape[0] % mesh.devices.size == 0 else rep
 
 
 def constrain_leading(tree: Any, mesh: Mesh | None) -> Any:
@@ -35,18 +41,14 @@ def constrain_leading(tree: Any, mesh: Mesh | None) -> Any:
     """
     if mesh is None:
         return tree
-    split = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
-    rep = NamedSharding(mesh, PartitionSpec())
-    return jax.tree_util.tree_map(
-        lambda a: jax.lax.with_sharding_constraint(a, split if _leading(a, mesh) else rep), tree
-    )
+    return jax.tree_util.tree_map(lambda a: jax.lax.with_sharding_constraint(a, _leading_spec(a, mesh)), tree)
 
 
 def constrain_replicated(tree: Any, mesh: Mesh | None) -> Any:
     """Inside ``jit``: every array of ``tree`` on every device of the mesh (no-op without a mesh)."""
     if mesh is None:
         return tree
-    rep = NamedSharding(mesh, PartitionSpec())
+    rep = _specs(mesh)[1]
     return jax.tree_util.tree_map(lambda a: jax.lax.with_sharding_constraint(a, rep), tree)
 
 
@@ -57,16 +59,14 @@ def place_leading(tree: Any, mesh: Mesh | None) -> Any:
     """
     if mesh is None:
         return tree
-    split = NamedSharding(mesh, PartitionSpec(mesh.axis_names[0]))
-    rep = NamedSharding(mesh, PartitionSpec())
-    return jax.tree_util.tree_map(lambda a: _put(a, split if _leading(a, mesh) else rep), tree)
+    return jax.tree_util.tree_map(lambda a: _put(a, _leading_spec(a, mesh)), tree)
 
 
 def place_replicated(tree: Any, mesh: Mesh | None) -> Any:
     """Outside ``jit``: a copy of every array of ``tree`` on every device of the mesh."""
     if mesh is None:
         return tree
-    rep = NamedSharding(mesh, PartitionSpec())
+    rep = _specs(mesh)[1]
     return jax.tree_util.tree_map(lambda a: _put(a, rep), tree)
 
 

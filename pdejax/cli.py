@@ -44,34 +44,25 @@ class _Parser(argparse.ArgumentParser):
 INT_MAX = 2**31 - 1  # step counters are int32 inside the jitted loops
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if not 0 < value <= INT_MAX:
-        raise argparse.ArgumentTypeError(f"must be an integer in [1, {INT_MAX}], got {value}")
-    return value
+def _bounded_int(lo: int, hi: int, expected: str, bounds: str):
+    """An argparse type: an integer in ``[lo, hi]``; ``expected``/``bounds`` word its two errors."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be an integer in {bounds}, got {value}")
+        return value
+
+    return parse
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if not 0 <= value <= INT_MAX:
-        raise argparse.ArgumentTypeError(f"must be an integer in [0, {INT_MAX}], got {value}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
-    if not 0 <= value < 2**32:  # jax.random.PRNGKey keeps 32 bits: 2**32 would silently be seed 0
-        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**32 - 1], got {value}")
-    return value
+_positive_int = _bounded_int(1, INT_MAX, "a positive integer", f"[1, {INT_MAX}]")
+_nonneg_int = _bounded_int(0, INT_MAX, "an integer >= 0", f"[0, {INT_MAX}]")
+# jax.random.PRNGKey keeps 32 bits: 2**32 would silently be seed 0
+_seed = _bounded_int(0, 2**32 - 1, "an integer seed", "[0, 2**32 - 1]")
 
 
 def _positive_float(text: str) -> float:
@@ -416,8 +407,7 @@ def _solve(args) -> int:
         if args.method in HC_METHODS:
             raise CLIError(f"--devices is not used by --method {args.method}: its experts are placed one block per "
                            "device on every available device")  # fmt: skip
-        if args.devices > jax.device_count():
-            raise CLIError(f"--devices {args.devices}: only {jax.device_count()} device(s) available")
+    _check_devices(args)
 
     params = args.param if run is None else [tuple(kv) for kv in run["param"]]
     problem_params, experts = _experts(params, args.method)
@@ -516,6 +506,14 @@ def _solve(args) -> int:
     rel = "n/a" if res.rel_l2 is None else f"{res.rel_l2:.3e}"
     print(f"{problem.name}: rel_l2={rel} steps={res.steps} wall_time={res.wall_time_s:.1f}s -> {out}")
     return 0
+
+
+def _check_devices(args) -> None:
+    """``--devices`` must not ask for more devices than JAX sees (after ``jax.distributed`` start-up)."""
+    import jax
+
+    if args.devices is not None and args.devices > jax.device_count():
+        raise CLIError(f"--devices {args.devices}: only {jax.device_count()} device(s) available")
 
 
 def _require_finite(values, what: str) -> None:
@@ -889,8 +887,7 @@ def _operator_run(args, run: dict | None, method: str) -> tuple[Path, bool]:
     import jax
 
     jax.config.update("jax_enable_x64", x64)
-    if args.devices is not None and args.devices > jax.device_count():
-        raise CLIError(f"--devices {args.devices}: only {jax.device_count()} device(s) available")
+    _check_devices(args)
     return out, x64
 
 
