@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from ._taylor import Rows
+
 ACTIVATIONS: dict[str, Callable] = {
     "tanh": jnp.tanh,
     "sin": jnp.sin,
@@ -39,6 +41,10 @@ class Dense(eqx.Module):
 
     def __call__(self, z: Float[Array, " inp"]) -> Float[Array, " out"]:
         return self.weight @ z + self.bias
+
+    def rows(self, z: Rows) -> Rows:
+        """The layer applied to a value and its derivatives (:class:`Rows`) at once."""
+        return z.linear(self.weight, self.bias)
 
 
 def _check_sizes(width: int, depth: int):
@@ -82,6 +88,13 @@ class MLP(eqx.Module):
             z = act(layer(z))
         return self.layers[-1](z)
 
+    def rows(self, z: Rows) -> Rows:
+        """:meth:`__call__` on a value and its derivatives (:class:`Rows`) at once."""
+        act = ACTIVATIONS[self.activation]
+        for layer in self.layers[:-1]:
+            z = layer.rows(z).apply(act)
+        return self.layers[-1].rows(z)
+
 
 class FourierFeatureMLP(eqx.Module):
     """Random Fourier features ``[cos(2 pi B z), sin(2 pi B z)]``, ``B ~ N(0, sigma^2)``, then an MLP.
@@ -115,6 +128,11 @@ class FourierFeatureMLP(eqx.Module):
     def __call__(self, z: Float[Array, " inp"]) -> Float[Array, " out"]:
         proj = 2 * jnp.pi * jax.lax.stop_gradient(self.frequencies) @ z
         return self.mlp(jnp.concatenate([jnp.cos(proj), jnp.sin(proj)]))
+
+    def rows(self, z: Rows) -> Rows:
+        """:meth:`__call__` on a value and its derivatives (:class:`Rows`) at once."""
+        proj = z.linear(2 * jnp.pi * jax.lax.stop_gradient(self.frequencies))
+        return self.mlp.rows(proj.apply(jnp.cos).concat(proj.apply(jnp.sin)))
 
 
 class ModifiedMLP(eqx.Module):
@@ -160,6 +178,17 @@ class ModifiedMLP(eqx.Module):
             g = act(layer(h))
             h = (1 - g) * u + g * v
         return self.last(h)
+
+    def rows(self, z: Rows) -> Rows:
+        """:meth:`__call__` on a value and its derivatives (:class:`Rows`) at once."""
+        act = ACTIVATIONS[self.activation]
+        u, v = self.encoder_u.rows(z).apply(act), self.encoder_v.rows(z).apply(act)
+        h = self.first.rows(z).apply(act)
+        h = (1 - h) * u + h * v
+        for layer in self.hidden:
+            g = layer.rows(h).apply(act)
+            h = (1 - g) * u + g * v
+        return self.last.rows(h)
 
 
 MODELS = {"mlp": MLP, "fourier": FourierFeatureMLP, "modified": ModifiedMLP}

@@ -60,19 +60,47 @@ class Memo:
         return self.cache.get(axes)
 
 
-def prefetch(residual: Callable, u: Field, x: Float[Array, " d"], *args) -> Array:
-    """``residual(u, x, *args)`` with the derivatives of ``u`` it requests computed jointly (see :class:`Memo`)."""
+def derivative_plan(residual: Callable, u: Field, x, *args) -> dict[int, int]:
+    """Which derivatives ``residual(u, x, *args)`` asks for: ``axis -> highest pure order`` (mixed
+    derivatives are left out; they are computed on request). ``x`` and ``args`` may be abstract
+    (``jax.ShapeDtypeStruct``)."""
     recorder = Memo(u, record=True)
     jax.eval_shape(lambda y, *a: residual(recorder, y, *a), x, *args)
-    memo = Memo(u)
-    memo.x = x
-    by_axis: dict[int, int] = {}
+    plan: dict[int, int] = {}
     for key in recorder.requests:
         if len(set(key)) <= 1 and key:
-            by_axis[key[0]] = max(by_axis.get(key[0], 0), len(key))
-    for axis, order in sorted(by_axis.items()):
+            plan[key[0]] = max(plan.get(key[0], 0), len(key))
+    return plan
+
+
+def prefetch(residual: Callable, u: Field, x: Float[Array, " d"], *args) -> Array:
+    """``residual(u, x, *args)`` with the derivatives of ``u`` it requests computed jointly (see :class:`Memo`)."""
+    memo = Memo(u)
+    memo.x = x
+    for axis, order in sorted(derivative_plan(residual, u, x, *args).items()):
         for k, val in enumerate(_along(u, x, axis, order)):
             memo.cache.setdefault((axis,) * k, val)
+    return residual(memo, x, *args)
+
+
+def from_rows(
+    residual: Callable,
+    u: Field,
+    x: Float[Array, " d"],
+    rows: Array,
+    first: tuple[int, ...],
+    second: tuple[int, ...],
+    *args,
+) -> Array:
+    """``residual(u, x, *args)`` served from precomputed derivative ``rows`` at ``x`` (the layout of
+    ``Field.derivative_rows``: value, first derivatives along ``first``, second along ``second``)."""
+    memo = Memo(u)
+    memo.x = x
+    memo.cache[()] = rows[0]
+    for i, a in enumerate(first):
+        memo.cache[(a,)] = rows[1 + i]
+    for i, a in enumerate(second):
+        memo.cache[(a, a)] = rows[1 + len(first) + i]
     return residual(memo, x, *args)
 
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._derivatives import partial, prefetch
+from ._derivatives import derivative_plan, from_rows, partial, prefetch
 from ._domain import Domain
 from ._sampling import METHODS, check_region, float_dtype, sample
 
@@ -221,6 +221,19 @@ class Problem(eqx.Module):
         term = self.terms[name]
         args = (points,) if term.kind != "data" else (points, jnp.asarray(term.values, points.dtype))
         fn = jax.vmap(lambda x, *v: prefetch(term.residual, u, x, *v))
+        stacked = getattr(u, "derivative_rows", None)
+        if stacked is not None:
+            spec = [jax.ShapeDtypeStruct(a.shape[1:], a.dtype) for a in args]
+            plan = derivative_plan(term.residual, u, *spec)
+            if plan and max(plan.values()) <= 2:
+                first = tuple(sorted(plan))
+                second = tuple(a for a in first if plan[a] == 2)
+                pointwise = jax.vmap(lambda x, rw, *v: from_rows(term.residual, u, x, rw, first, second, *v))
+
+                def fn(x, *v, _slow=fn):
+                    rows = stacked(x, first, second)
+                    return _slow(x, *v) if rows is None else pointwise(x, rows, *v)
+
         groups = _cpu_groups(points.shape[0])
         if groups > 1:
             # XLA runs each small matmul of a vmapped residual on one thread; independent groups of
