@@ -26,7 +26,7 @@ GENERIC: dict = {
 
 PRESETS: dict[str, dict] = {
     # Modified MLP + residual-based adaptive resampling every 100 steps, then L-BFGS on the last
-    # (shock-concentrated) points: rel. L2 4e-3..7e-3 over seeds 0-2 in ~2.5 min on 2 CPU cores
+    # (shock-concentrated) points: rel. L2 4e-3..7e-3 over seeds 0-2 in ~2 min on 2 CPU cores
     # (README; tests marked slow). Shorter runs (5000 + 1000) end between 2e-3 and 2e-2 depending on the seed.
     "burgers": {
         "model": "modified",
