@@ -12,7 +12,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..problems import Problem
 from ._models import MODELS
-from ._taylor import rows_of
+from ._taylor import caller_rows, derivative_axes, rows_of
 
 CONSTRAINTS = ("hard", "soft")
 
@@ -118,17 +118,13 @@ class Field(eqx.Module):
         backbone_rows = getattr(self.backbone, "rows", None)
         if backbone_rows is None:
             return None
-        # Second-order coordinates first (see Rows), then back to the caller's order.
-        axes = tuple(second) + tuple(a for a in first if a not in second)
-        n2 = len(second)
+        axes, n2 = derivative_axes(first, second), len(second)
         out = backbone_rows(rows_of(self.features, points, axes, n2))
         if self._hard():
             base = rows_of(lambda y: self._transform(y)[0], points, axes, n2)
             scale = rows_of(lambda y: self._transform(y)[1], points, axes, n2)
             out = base + scale * out
-        stacked = out.stack()
-        order = [0] + [1 + axes.index(a) for a in first] + [1 + len(axes) + i for i in range(n2)]
-        stacked = jnp.moveaxis(jnp.stack([stacked[i] for i in order]), 0, 1)
+        stacked = caller_rows(out, first, second)
         return stacked[:, :, 0] if self.output_dim == 1 else stacked
 
 

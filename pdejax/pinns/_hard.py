@@ -16,6 +16,7 @@ from ..problems import Domain, Problem, sample
 from ..problems._derivatives import Memo, partial
 from ._field import features
 from ._models import MODELS, output_layer
+from ._taylor import caller_rows, derivative_axes, rows_of
 
 
 class ConstraintNotConverged(RuntimeError):
@@ -74,8 +75,29 @@ class BasisField(eqx.Module):
         b = self.net(features(x, self.lower, self.upper, self.periodic, self.harmonics))
         if self.initial is None:
             return b
-        tau = (x[-1] - self.lower[-1]) / (self.upper[-1] - self.lower[-1])
-        return jnp.concatenate([tau * b, jnp.reshape(self.initial(x[:-1]), (1,)).astype(b.dtype)])
+        return jnp.concatenate([self._tau(x) * b, self._u0(x).astype(b.dtype)])
+
+    def _tau(self, x):
+        return ((x[-1] - self.lower[-1]) / (self.upper[-1] - self.lower[-1]))[None]
+
+    def _u0(self, x):
+        return jnp.reshape(self.initial(x[:-1]), (1,))
+
+    def derivative_rows(
+        self, points: Float[Array, "n d"], first: tuple[int, ...], second: tuple[int, ...]
+    ) -> Float[Array, "n r M"] | None:
+        """The basis and its derivatives at many points in one stacked pass (rows as in
+        :meth:`pdejax.pinns.Field.derivative_rows`); ``None`` if the backbone has no ``rows`` method."""
+        net_rows = getattr(self.net, "rows", None)
+        if net_rows is None:
+            return None
+        axes, n2 = derivative_axes(first, second), len(second)
+        feats = rows_of(lambda y: features(y, self.lower, self.upper, self.periodic, self.harmonics), points, axes, n2)
+        out = net_rows(feats)
+        if self.initial is not None:
+            tau = rows_of(self._tau, points, axes, n2)
+            out = (tau * out).concat(rows_of(self._u0, points, axes, n2))
+        return caller_rows(out, first, second)
 
 
 class _Points:
@@ -111,8 +133,29 @@ def tabulate(
     out = {}
     for name, pts in points.items():
         keys = _requests(problem, name, pts[0])
-        out[name] = {k: jax.vmap(lambda y, k=k: partial(basis, y, *k))(pts) for k in keys}
+        out[name] = _stacked_table(basis, pts, keys)
+        if out[name] is None:
+            out[name] = {k: jax.vmap(lambda y, k=k: partial(basis, y, *k))(pts) for k in keys}
     return out
+
+
+def _stacked_table(basis: BasisField, pts, keys) -> dict | None:
+    """The table of :func:`tabulate` from one stacked pass, when every key is a pure derivative of order
+    <= 2 and the backbone supports it (else ``None``)."""
+    if any(len(set(k)) > 1 or len(k) > 2 for k in keys):
+        return None
+    plan = {k[0]: len(k) for k in keys if k}
+    for k in keys:
+        if k:
+            plan[k[0]] = max(plan[k[0]], len(k))
+    first = tuple(sorted(plan))
+    second = tuple(a for a in first if plan[a] == 2)
+    rows = basis.derivative_rows(pts, first, second)
+    if rows is None:
+        return None
+    where = {(): 0, **{(a,): 1 + i for i, a in enumerate(first)}}
+    where.update({(a, a): 1 + len(first) + i for i, a in enumerate(second)})
+    return {k: rows[:, where[k]] for k in keys}
 
 
 def _unrecorded(y):

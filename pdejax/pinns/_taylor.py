@@ -95,3 +95,16 @@ def rows_of(f: Callable, points: Float[Array, "n d"], axes: tuple[int, ...], n2:
 
     value, d, dd = jax.vmap(one)(points)
     return Rows(value, d, dd)
+
+
+def derivative_axes(first: tuple[int, ...], second: tuple[int, ...]) -> tuple[int, ...]:
+    """The propagation order of :class:`Rows`: second-order coordinates first, then the others."""
+    return tuple(second) + tuple(a for a in first if a not in second)
+
+
+def caller_rows(out: Rows, first: tuple[int, ...], second: tuple[int, ...]) -> Float[Array, "n r ..."]:
+    """``out`` (propagated in :func:`derivative_axes` order) as ``(n, r, ...)`` rows in the caller's
+    order: value, ``d/dx_a`` for ``a`` in ``first``, ``d^2/dx_a^2`` for ``a`` in ``second``."""
+    axes = derivative_axes(first, second)
+    parts = [out.value] + [out.d[axes.index(a)] for a in first] + list(out.dd)
+    return jnp.stack(parts, axis=1)
