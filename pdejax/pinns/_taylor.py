@@ -65,10 +65,6 @@ class Rows(eqx.Module):
         cat = lambda xs, ys: tuple(jnp.concatenate([x, y], axis=-1) for x, y in zip(xs, ys))  # noqa: E731
         return Rows(jnp.concatenate([self.value, other.value], axis=-1), cat(self.d, other.d), cat(self.dd, other.dd))
 
-    def stack(self) -> Float[Array, "r n ..."]:
-        """``[value, d_1, ..., d_n1, dd_1, ..., dd_n2]`` as one array."""
-        return jnp.stack([self.value, *self.d, *self.dd])
-
 
 def rows_of(f: Callable, points: Float[Array, "n d"], axes: tuple[int, ...], n2: int) -> Rows:
     """:class:`Rows` of ``f`` at ``points`` by nested JVPs (for cheap pointwise functions: input
