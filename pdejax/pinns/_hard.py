@@ -13,10 +13,10 @@ import optimistix as optx
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..problems import Domain, Problem, sample
-from ..problems._derivatives import Memo, partial
+from ..problems._derivatives import Memo, partial, row_index, stacked_plan
 from ._field import features
 from ._models import MODELS, output_layer
-from ._taylor import caller_rows, derivative_axes, rows_of
+from ._taylor import rows_of, stacked
 
 
 class ConstraintNotConverged(RuntimeError):
@@ -84,20 +84,21 @@ class BasisField(eqx.Module):
         return jnp.reshape(self.initial(x[:-1]), (1,))
 
     def derivative_rows(
-        self, points: Float[Array, "n d"], first: tuple[int, ...], second: tuple[int, ...]
+        self, points: Float[Array, "n d"], first: tuple[int, ...], second: tuple[tuple[int, int], ...]
     ) -> Float[Array, "n r M"] | None:
         """The basis and its derivatives at many points in one stacked pass (rows as in
         :meth:`pdejax.pinns.Field.derivative_rows`); ``None`` if the backbone has no ``rows`` method."""
         net_rows = getattr(self.net, "rows", None)
         if net_rows is None:
             return None
-        axes, n2 = derivative_axes(first, second), len(second)
-        feats = rows_of(lambda y: features(y, self.lower, self.upper, self.periodic, self.harmonics), points, axes, n2)
+        feats = rows_of(
+            lambda y: features(y, self.lower, self.upper, self.periodic, self.harmonics), points, first, second
+        )
         out = net_rows(feats)
         if self.initial is not None:
-            tau = rows_of(self._tau, points, axes, n2)
-            out = (tau * out).concat(rows_of(self._u0, points, axes, n2))
-        return caller_rows(out, first, second)
+            tau = rows_of(self._tau, points, first, second)
+            out = (tau * out).concat(rows_of(self._u0, points, first, second))
+        return stacked(out)
 
 
 class _Points:
@@ -140,21 +141,13 @@ def tabulate(
 
 
 def _stacked_table(basis: BasisField, pts, keys) -> dict | None:
-    """The table of :func:`tabulate` from one stacked pass, when every key is a pure derivative of order
-    <= 2 and the backbone supports it (else ``None``)."""
-    if any(len(set(k)) > 1 or len(k) > 2 for k in keys):
-        return None
-    plan = {k[0]: len(k) for k in keys if k}
-    for k in keys:
-        if k:
-            plan[k[0]] = max(plan[k[0]], len(k))
-    first = tuple(sorted(plan))
-    second = tuple(a for a in first if plan[a] == 2)
-    rows = basis.derivative_rows(pts, first, second)
+    """The table of :func:`tabulate` from one stacked pass, when every key has order <= 2 and the backbone
+    supports it (else ``None``)."""
+    plan = stacked_plan(keys)
+    rows = None if plan is None else basis.derivative_rows(pts, *plan)
     if rows is None:
         return None
-    where = {(): 0, **{(a,): 1 + i for i, a in enumerate(first)}}
-    where.update({(a, a): 1 + len(first) + i for i, a in enumerate(second)})
+    where = row_index(*plan)
     return {k: rows[:, where[k]] for k in keys}
 
 

@@ -12,21 +12,25 @@ from jaxtyping import Array, Float
 
 class Rows(eqx.Module):
     """A quantity and its derivatives at a batch of points: ``value``, first derivatives ``d`` along
-    ``n1`` coordinates, and pure second derivatives ``dd`` along the first ``n2`` of those coordinates.
+    ``n1`` coordinates, and second derivatives ``dd``, one per pair of those coordinates in ``pairs``
+    (``(i, i)``: pure, ``(i, j)``: mixed; indices into ``d``).
 
     Why: a linear layer then maps the value and every derivative at every point with one matrix
     product (``(1 + n1 + n2) * n`` rows), where nested JVPs issue one small product per derivative,
-    forward and backward. Each derivative is its own ``(n, ...)`` array (a rank-3 stack makes XLA's CPU
-    backend copy around every product), and the second-order coordinates come first, so the first
-    derivative paired with ``dd[i]`` is ``d[i]``.
+    forward and backward. Each derivative is its own ``(n, ...)`` array: a rank-3 stack makes XLA's CPU
+    backend copy around every product.
 
     Attributes:
-        value: shape ``(n, ...)``; d: ``n1`` arrays of that shape; dd: ``n2 <= n1`` arrays.
+        value: shape ``(n, ...)``; d: ``n1`` arrays of that shape; dd: one array per entry of ``pairs``.
     """
 
     value: Float[Array, "n ..."]
     d: tuple[Float[Array, "n ..."], ...]
     dd: tuple[Float[Array, "n ..."], ...]
+    pairs: tuple[tuple[int, int], ...] = eqx.field(static=True)
+
+    def _new(self, value, d, dd) -> Rows:
+        return Rows(value, tuple(d), tuple(dd), self.pairs)
 
     def linear(self, weight: Float[Array, "o i"], bias: Float[Array, " o"] | None = None) -> Rows:
         """``W z + b``: every stream through ``W`` in one product; derivatives get no bias."""
@@ -35,72 +39,71 @@ class Rows(eqx.Module):
         out = jnp.concatenate(parts) @ weight.T
         outs = [out[i * n : (i + 1) * n] for i in range(len(parts))]
         value = outs[0] if bias is None else outs[0] + bias
-        return Rows(value, tuple(outs[1 : 1 + len(self.d)]), tuple(outs[1 + len(self.d) :]))
+        return self._new(value, outs[1 : 1 + len(self.d)], outs[1 + len(self.d) :])
 
     def apply(self, f: Callable) -> Rows:
-        """An elementwise function: ``f(v)``, ``f'(v) d``, ``f''(v) d^2 + f'(v) dd`` (chain rule)."""
+        """An elementwise function: ``f(v)``, ``f'(v) d_i``, ``f''(v) d_i d_j + f'(v) dd_ij`` (chain rule)."""
         ones = jnp.ones_like(self.value)
         (f0, f1), (_, f2) = jax.jvp(lambda z: jax.jvp(f, (z,), (ones,)), (self.value,), (ones,))
-        d = tuple(f1 * a for a in self.d)
-        dd = tuple(f2 * a**2 + f1 * b for a, b in zip(self.d, self.dd))
-        return Rows(f0, d, dd)
+        d = [f1 * a for a in self.d]
+        dd = [f2 * self.d[i] * self.d[j] + f1 * b for (i, j), b in zip(self.pairs, self.dd)]
+        return self._new(f0, d, dd)
 
     def __mul__(self, other: Rows) -> Rows:
         """Product rule (Leibniz); shapes broadcast like the values'."""
         u, w = self.value, other.value
-        d = tuple(a * w + u * b for a, b in zip(self.d, other.d))
-        dd = tuple(a * w + 2 * p * q + u * b for a, b, p, q in zip(self.dd, other.dd, self.d, other.d))
-        return Rows(u * w, d, dd)
+        p, q = self.d, other.d
+        d = [a * w + u * b for a, b in zip(p, q)]
+        dd = [a * w + p[i] * q[j] + p[j] * q[i] + u * b for (i, j), a, b in zip(self.pairs, self.dd, other.dd)]
+        return self._new(u * w, d, dd)
 
     def __add__(self, other: Rows) -> Rows:
-        add = lambda xs, ys: tuple(x + y for x, y in zip(xs, ys))  # noqa: E731
-        return Rows(self.value + other.value, add(self.d, other.d), add(self.dd, other.dd))
+        return self._new(
+            self.value + other.value,
+            [x + y for x, y in zip(self.d, other.d)],
+            [x + y for x, y in zip(self.dd, other.dd)],
+        )
 
     def __rsub__(self, c) -> Rows:
         """``c - self`` for a constant ``c`` (its derivatives vanish)."""
-        return Rows(c - self.value, tuple(-a for a in self.d), tuple(-a for a in self.dd))
+        return self._new(c - self.value, [-a for a in self.d], [-a for a in self.dd])
 
     def concat(self, other: Rows) -> Rows:
         """The two quantities side by side (along the last axis)."""
-        cat = lambda xs, ys: tuple(jnp.concatenate([x, y], axis=-1) for x, y in zip(xs, ys))  # noqa: E731
-        return Rows(jnp.concatenate([self.value, other.value], axis=-1), cat(self.d, other.d), cat(self.dd, other.dd))
+        cat = lambda xs, ys: [jnp.concatenate([x, y], axis=-1) for x, y in zip(xs, ys)]  # noqa: E731
+        return self._new(
+            jnp.concatenate([self.value, other.value], axis=-1), cat(self.d, other.d), cat(self.dd, other.dd)
+        )
 
 
-def rows_of(f: Callable, points: Float[Array, "n d"], axes: tuple[int, ...], n2: int) -> Rows:
+def rows_of(
+    f: Callable, points: Float[Array, "n d"], first: tuple[int, ...], second: tuple[tuple[int, int], ...]
+) -> Rows:
     """:class:`Rows` of ``f`` at ``points`` by nested JVPs (for cheap pointwise functions: input
     features, output transforms).
 
     Args:
         f: ``(d,) -> (...)`` on one point.
         points: shape ``(n, d)``.
-        axes: coordinates of the first derivatives; the first ``n2`` of them also get pure second
-            derivatives.
+        first: coordinates of the first derivatives.
+        second: coordinate pairs ``(a, b)`` of the second derivatives (``a`` and ``b`` in ``first``).
     """
 
+    def unit(x, a):
+        return jnp.zeros_like(x).at[a].set(1)
+
     def one(x):
-        d, dd = [], []
-        for i, a in enumerate(axes):
-            e = jnp.zeros_like(x).at[a].set(1)
-            if i < n2:
-                (_, t1), (_, t2) = jax.jvp(lambda y: jax.jvp(f, (y,), (e,)), (x,), (e,))
-                dd.append(t2)
-            else:
-                _, t1 = jax.jvp(f, (x,), (e,))
-            d.append(t1)
+        d = [jax.jvp(f, (x,), (unit(x, a),))[1] for a in first]
+        dd = []
+        for a, b in second:
+            ea, eb = unit(x, a), unit(x, b)
+            dd.append(jax.jvp(lambda y: jax.jvp(f, (y,), (ea,))[1], (x,), (eb,))[1])
         return f(x), tuple(d), tuple(dd)
 
     value, d, dd = jax.vmap(one)(points)
-    return Rows(value, d, dd)
+    return Rows(value, d, dd, tuple((first.index(a), first.index(b)) for a, b in second))
 
 
-def derivative_axes(first: tuple[int, ...], second: tuple[int, ...]) -> tuple[int, ...]:
-    """The propagation order of :class:`Rows`: second-order coordinates first, then the others."""
-    return tuple(second) + tuple(a for a in first if a not in second)
-
-
-def caller_rows(out: Rows, first: tuple[int, ...], second: tuple[int, ...]) -> Float[Array, "n r ..."]:
-    """``out`` (propagated in :func:`derivative_axes` order) as ``(n, r, ...)`` rows in the caller's
-    order: value, ``d/dx_a`` for ``a`` in ``first``, ``d^2/dx_a^2`` for ``a`` in ``second``."""
-    axes = derivative_axes(first, second)
-    parts = [out.value] + [out.d[axes.index(a)] for a in first] + list(out.dd)
-    return jnp.stack(parts, axis=1)
+def stacked(out: Rows) -> Float[Array, "n r ..."]:
+    """``out`` as ``(n, r, ...)``: the value, the first derivatives, then the second ones, in order."""
+    return jnp.stack([out.value, *out.d, *out.dd], axis=1)

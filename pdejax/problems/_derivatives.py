@@ -60,17 +60,42 @@ class Memo:
         return self.cache.get(axes)
 
 
-def derivative_plan(residual: Callable, u: Field, x, *args) -> dict[int, int]:
-    """Which derivatives ``residual(u, x, *args)`` asks for: ``axis -> highest pure order`` (mixed
-    derivatives are left out; they are computed on request). ``x`` and ``args`` may be abstract
-    (``jax.ShapeDtypeStruct``)."""
+def derivative_requests(residual: Callable, u: Field, x, *args) -> set[tuple[int, ...]]:
+    """The derivatives ``residual(u, x, *args)`` asks for, as sorted coordinate tuples (``()``: ``u``
+    itself is not recorded). ``x`` and ``args`` may be abstract (``jax.ShapeDtypeStruct``)."""
     recorder = Memo(u, record=True)
     jax.eval_shape(lambda y, *a: residual(recorder, y, *a), x, *args)
+    return set(recorder.requests)
+
+
+def derivative_plan(residual: Callable, u: Field, x, *args) -> dict[int, int]:
+    """``axis -> highest pure order`` that ``residual`` asks for (mixed derivatives are computed on
+    request)."""
     plan: dict[int, int] = {}
-    for key in recorder.requests:
+    for key in derivative_requests(residual, u, x, *args):
         if len(set(key)) <= 1 and key:
             plan[key[0]] = max(plan.get(key[0], 0), len(key))
     return plan
+
+
+def stacked_plan(keys) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]] | None:
+    """``(first, second)`` for a field's ``derivative_rows`` that serves the derivative ``keys`` (sorted
+    coordinate tuples): every coordinate that appears, and every second-order key. ``None`` if a key has
+    order > 2 or none has order >= 1 (nothing to gain)."""
+    keys = [tuple(k) for k in keys]
+    if not any(keys) or any(len(k) > 2 for k in keys):
+        return None
+    first = tuple(sorted({a for k in keys for a in k}))
+    second = tuple(sorted({k for k in keys if len(k) == 2}))
+    return first, second
+
+
+def row_index(first: tuple[int, ...], second: tuple[tuple[int, int], ...]) -> dict[tuple[int, ...], int]:
+    """``key -> row`` in a field's ``derivative_rows``: the value, the first derivatives along ``first``,
+    then the second derivatives for the pairs ``second``."""
+    where = {(): 0, **{(a,): 1 + i for i, a in enumerate(first)}}
+    where.update({tuple(p): 1 + len(first) + i for i, p in enumerate(second)})
+    return where
 
 
 def prefetch(residual: Callable, u: Field, x: Float[Array, " d"], *args) -> Array:
@@ -84,23 +109,14 @@ def prefetch(residual: Callable, u: Field, x: Float[Array, " d"], *args) -> Arra
 
 
 def from_rows(
-    residual: Callable,
-    u: Field,
-    x: Float[Array, " d"],
-    rows: Array,
-    first: tuple[int, ...],
-    second: tuple[int, ...],
-    *args,
+    residual: Callable, u: Field, x: Float[Array, " d"], rows: Array, where: dict[tuple[int, ...], int], *args
 ) -> Array:
-    """``residual(u, x, *args)`` served from precomputed derivative ``rows`` at ``x`` (the layout of
-    ``Field.derivative_rows``: value, first derivatives along ``first``, second along ``second``)."""
+    """``residual(u, x, *args)`` served from precomputed derivative ``rows`` at ``x`` (``where``: derivative
+    key -> row, see :func:`row_index`); anything else it asks for is computed on request."""
     memo = Memo(u)
     memo.x = x
-    memo.cache[()] = rows[0]
-    for i, a in enumerate(first):
-        memo.cache[(a,)] = rows[1 + i]
-    for i, a in enumerate(second):
-        memo.cache[(a, a)] = rows[1 + len(first) + i]
+    for key, i in where.items():
+        memo.cache[key] = rows[i]
     return residual(memo, x, *args)
 
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._derivatives import derivative_plan, from_rows, partial, prefetch
+from ._derivatives import derivative_requests, from_rows, partial, prefetch, row_index, stacked_plan
 from ._domain import Domain
 from ._sampling import METHODS, check_region, float_dtype, sample
 
@@ -224,14 +224,13 @@ class Problem(eqx.Module):
         stacked = getattr(u, "derivative_rows", None)
         if stacked is not None:
             spec = [jax.ShapeDtypeStruct(a.shape[1:], a.dtype) for a in args]
-            plan = derivative_plan(term.residual, u, *spec)
-            if plan and max(plan.values()) <= 2:
-                first = tuple(sorted(plan))
-                second = tuple(a for a in first if plan[a] == 2)
-                pointwise = jax.vmap(lambda x, rw, *v: from_rows(term.residual, u, x, rw, first, second, *v))
+            plan = stacked_plan(derivative_requests(term.residual, u, *spec))
+            if plan is not None:
+                where = row_index(*plan)
+                pointwise = jax.vmap(lambda x, rw, *v: from_rows(term.residual, u, x, rw, where, *v))
 
                 def fn(x, *v, _slow=fn):
-                    rows = stacked(x, first, second)
+                    rows = stacked(x, *plan)
                     return _slow(x, *v) if rows is None else pointwise(x, rows, *v)
 
         groups = _cpu_groups(points.shape[0])
