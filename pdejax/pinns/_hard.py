@@ -13,7 +13,7 @@ import optimistix as optx
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..problems import Domain, Problem, sample
-from ..problems._derivatives import Memo, partial, row_index, stacked_plan
+from ..problems._derivatives import Memo, derivative_requests, partial, row_index, stacked_plan
 from ._field import features
 from ._models import MODELS, output_layer
 from ._taylor import rows_of, stacked
@@ -117,10 +117,8 @@ class _Points:
 def _requests(problem: Problem, name: str, x: Float[Array, " d"]) -> list[tuple[int, ...]]:
     """The derivatives ``d^k u / dx_a...`` the residual of term ``name`` asks for at a point."""
     term = problem.terms[name]
-    recorder = Memo(lambda y: jnp.zeros((), y.dtype), record=True)
     extra = () if term.kind != "data" else (jnp.zeros(jnp.shape(term.values)[1:], x.dtype),)
-    jax.eval_shape(lambda y, *a: term.residual(recorder, y, *a), x, *extra)
-    return sorted(recorder.requests | {()})
+    return sorted(derivative_requests(term.residual, lambda y: jnp.zeros((), y.dtype), x, *extra) | {()})
 
 
 def tabulate(
