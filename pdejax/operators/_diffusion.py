@@ -199,9 +199,25 @@ class DiffusionModel(eqx.Module):
         return x0_from_eps(self.schedule, xt, t, out), out
 
 
-def build_diffusion(net, schedule: NoiseSchedule, fields: np.ndarray, prediction: str = "x0") -> DiffusionModel:
-    """A :class:`DiffusionModel` for ``fields`` (``(n, c, *grid)``, physical units): their per-channel statistics."""
-    mean, std = channel_stats(np.asarray(fields))
+NORMALISATIONS = ("channel", "none")
+
+
+def build_diffusion(
+    net, schedule: NoiseSchedule, fields: np.ndarray, prediction: str = "x0", normalise: str = "channel"
+) -> DiffusionModel:
+    """A :class:`DiffusionModel` for ``fields`` (``(n, c, *grid)``, physical units).
+
+    ``normalise='channel'`` diffuses ``(x - mean) / std`` per channel of ``fields``; ``'none'`` diffuses the
+    fields in their own units, as the PIDM authors' code does: a channel much smaller than the unit noise (the
+    Darcy pressure, std ~0.07) is then hidden by the noise until the last few steps of the reverse process.
+    """
+    if normalise not in NORMALISATIONS:
+        raise ValueError(f"normalise must be one of {NORMALISATIONS}, got {normalise!r}")
+    if normalise == "channel":
+        mean, std = channel_stats(np.asarray(fields))
+    else:
+        c = fields.shape[1]
+        mean, std = (0.0,) * c, (1.0,) * c
     return DiffusionModel(net, schedule, tuple(fields.shape[1:]), prediction, mean, std)
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from .. import solvers
 from ._data import OperatorDataset, darcy_flux_free_residual, source_sink
 from ._diffusion import (
+    NORMALISATIONS,
     PREDICTIONS,
     SAMPLERS,
     SCHEDULES,
@@ -123,6 +124,7 @@ PIDM_DEFAULTS: dict[str, Any] = dict(
     log_permeability=True,
     physics_through="pressure",
     precondition=False,
+    normalise="channel",
     devices=1,
     seed=0,
     data=None,
@@ -139,7 +141,9 @@ def pidm_settings(dataset: str = "darcy", **overrides) -> dict[str, Any]:
     ``sampler`` (ddpm, ddim), ``sample_steps`` (ddim), ``baseline`` (also train the same model without the
     physics term), ``log_permeability`` (generate ``log K``; log-normal data only), ``physics_through``
     (``'pressure'``: the residual's gradient trains the pressure channel only; ``'all'``), ``precondition``
-    (train on the inverse-Laplacian-preconditioned residual, see :func:`darcy_lognormal_physics`), ``devices``,
+    (train on the inverse-Laplacian-preconditioned residual, see :func:`darcy_lognormal_physics`),
+    ``normalise`` (``'channel'``: diffuse per-channel standardised fields; ``'none'``: physical units, as the
+    authors' code, see :func:`build_diffusion`), ``devices``,
     ``seed``,
     ``data`` (a dataset file instead of generating).
     """
@@ -162,7 +166,8 @@ def pidm_settings(dataset: str = "darcy", **overrides) -> dict[str, Any]:
     if s["backbone"] == "unet" and s["resolution"] % m:
         raise ValueError(f"a {s['depth']}-level U-Net needs a resolution divisible by {m}, got {s['resolution']}")
     for k, allowed in (("backbone", BACKBONES), ("schedule", tuple(SCHEDULES)), ("prediction", PREDICTIONS),
-                       ("sampler", SAMPLERS), ("physics_through", ("pressure", "all"))):  # fmt: skip
+                       ("sampler", SAMPLERS), ("physics_through", ("pressure", "all")),
+                       ("normalise", NORMALISATIONS)):  # fmt: skip
         if s[k] not in allowed:
             raise ValueError(f"{k} must be one of {allowed}, got {s[k]!r}")
     if float(s["physics_weight"]) < 0 or float(s["learning_rate"]) <= 0:
@@ -187,7 +192,7 @@ def build_pidm(settings: dict, fields: np.ndarray, *, key) -> Any:
         net = FNOBackbone(c, int(settings["diffusion_steps"]), int(settings["modes"]), int(settings["width"]),
                           int(settings["depth"]), key=key)  # fmt: skip
     schedule = make_schedule(settings["schedule"], int(settings["diffusion_steps"]))
-    return build_diffusion(net, schedule, fields, settings["prediction"])
+    return build_diffusion(net, schedule, fields, settings["prediction"], settings["normalise"])
 
 
 @dataclasses.dataclass

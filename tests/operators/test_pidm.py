@@ -235,6 +235,10 @@ def test_bad_shapes_and_settings_are_refused():
         O.DiffusionModel(net, s, (2, 8, 8), "v", (0.0, 0.0), (1.0, 1.0))
     with pytest.raises(ValueError, match="unknown sampler"):
         O.sample(model, jax.random.PRNGKey(0), 1, sampler="euler")
+    with pytest.raises(ValueError, match="normalise must be one of"):
+        O.build_diffusion(net, s, np.zeros((2, 2, 8, 8)), normalise="minmax")
+    with pytest.raises(ValueError, match="normalise must be one of"):
+        O.pidm_settings("darcy", normalise="minmax")
     with pytest.raises(ValueError, match="resolution divisible by 4"):
         O.pidm_settings("darcy", resolution=18)
     with pytest.raises(ValueError, match="PIDM has the physics of"):
@@ -325,3 +329,14 @@ def test_cli_pidm_bad_input(argv, message, capsys, tmp_path):
     assert main([*argv, "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
+
+
+def test_normalise_none_diffuses_fields_in_their_own_units():
+    fields = np.random.default_rng(0).normal(3.0, 0.1, size=(6, 2, 8, 8))
+    net = O.UNet(2, 8, (1, 2), key=jax.random.PRNGKey(0))
+    s = O.cosine_schedule(10)
+    raw = O.build_diffusion(net, s, fields, normalise="none")
+    np.testing.assert_array_equal(np.asarray(raw.normalise(jnp.asarray(fields))), fields)
+    z = np.asarray(O.build_diffusion(net, s, fields).normalise(jnp.asarray(fields)))
+    np.testing.assert_allclose(z.mean(axis=(0, 2, 3)), 0.0, atol=1e-6)
+    np.testing.assert_allclose(z.std(axis=(0, 2, 3)), 1.0, rtol=1e-5)
