@@ -669,6 +669,16 @@ def _compare_teng(problem, args, *, x64: bool) -> list[dict]:
     return runs
 
 
+def _final_loss(res) -> dict[str, float]:
+    """``{term: value}`` of a training result's last step (empty when no step ran)."""
+    import numpy as np
+
+    hist = np.asarray(res.loss_history)
+    if hist.ndim != 2 or not len(hist):
+        return {}
+    return {name: float(v) for name, v in zip(res.term_names, hist[-1])}
+
+
 def _report(run: dict) -> None:
     """One line per finished run on stderr, so long comparisons show progress even without bars."""
     err = "n/a" if run["rel_l2"] is None else f"{run['rel_l2']:.3e}"
@@ -771,9 +781,13 @@ def _compare(args) -> int:
                     "steps_per_s": res.steps / res.wall_time_s,
                     "eval_times": res.eval_times,
                     "eval_rel_l2": res.eval_rel_l2,
+                    "eval_steps": res.eval_steps,
+                    "final_loss": _final_loss(res),
                 }
             )
             _report(runs[-1])
+    # every run's record, loss terms and rel. L2 history included, for looking into a run afterwards
+    atomic_write_text(out / "compare.json", json.dumps({"problem": problem.name, "runs": runs}, indent=1))
     fields = ["method", "seed", "rel_l2", "wall_time_s", "steps", "steps_per_s"]
     import io
 

@@ -188,6 +188,11 @@ def test_compare_writes_table_csv_and_plot(tmp_path, capsys):
     md = (out / "compare.md").read_text()
     assert "| adam |" in md and "| config |" in md and "±" in md
     assert (out / "compare.png").stat().st_size > 0
+    record = json.loads((out / "compare.json").read_text())
+    assert record["problem"] == "poisson2d" and len(record["runs"]) == 4
+    for r in record["runs"]:
+        assert set(r["final_loss"]) == {"pde", "bc"} and all(v > 0 for v in r["final_loss"].values())
+        assert len(r["eval_steps"]) == len(r["eval_rel_l2"]) >= 1
     # one line per finished run on stderr, even without progress bars
     err = capsys.readouterr().err.splitlines()
     assert sum("seed" in ln and "rel_l2=" in ln for ln in err) == 4, err
