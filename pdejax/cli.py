@@ -1015,7 +1015,8 @@ def _solve_pidm(args, run: dict | None) -> int:
 
     try:
         if run is not None:
-            settings = dict(run["settings"])
+            # a run.json of an earlier version lacks the later settings: resume with the behaviour it had
+            settings = {"normalise": "channel", "ema_warmup": False, **run["settings"]}
             if args.steps is not None:
                 settings["steps"] = args.steps
         else:

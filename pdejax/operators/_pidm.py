@@ -125,6 +125,7 @@ PIDM_DEFAULTS: dict[str, Any] = dict(
     physics_through="pressure",
     precondition=False,
     normalise="channel",
+    ema_warmup=True,
     devices=1,
     seed=0,
     data=None,
@@ -143,7 +144,7 @@ def pidm_settings(dataset: str = "darcy", **overrides) -> dict[str, Any]:
     (``'pressure'``: the residual's gradient trains the pressure channel only; ``'all'``), ``precondition``
     (train on the inverse-Laplacian-preconditioned residual, see :func:`darcy_lognormal_physics`),
     ``normalise`` (``'channel'``: diffuse per-channel standardised fields; ``'none'``: physical units, as the
-    authors' code, see :func:`build_diffusion`), ``devices``,
+    authors' code, see :func:`build_diffusion`), ``ema_warmup`` (see :class:`DiffusionConfig`), ``devices``,
     ``seed``,
     ``data`` (a dataset file instead of generating).
     """
@@ -262,6 +263,7 @@ def solve_pidm(
             learning_rate=float(settings["learning_rate"]),
             physics_weight=weight,
             checkpoint_every=max(50, int(settings["steps"]) // 10),
+            ema_warmup=bool(settings["ema_warmup"]),
             devices=settings["devices"],
             seed=int(settings["seed"]),
         )

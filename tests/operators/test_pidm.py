@@ -340,3 +340,21 @@ def test_normalise_none_diffuses_fields_in_their_own_units():
     z = np.asarray(O.build_diffusion(net, s, fields).normalise(jnp.asarray(fields)))
     np.testing.assert_allclose(z.mean(axis=(0, 2, 3)), 0.0, atol=1e-6)
     np.testing.assert_allclose(z.std(axis=(0, 2, 3)), 1.0, rtol=1e-5)
+
+
+def test_ema_warmup_averages_with_the_warmup_decay():
+    # two steps from the same start (the first at learning rate 0, the warm-up's start): the average after the
+    # second weighs the initial parameters by the warm-up decay (1 + 2) / (10 + 2); a fixed 0.999 keeps 99.9%
+    fields = np.random.default_rng(1).normal(size=(8, 2, 8, 8))
+    model = O.build_diffusion(O.UNet(2, 8, (1, 2), key=jax.random.PRNGKey(0)), O.cosine_schedule(10), fields)
+
+    def trained(**kw):
+        cfg = O.DiffusionConfig(steps=2, batch_size=4, chunk=2, warmup=1, **kw)
+        res = O.train_diffusion(model, fields, cfg, progress=False)
+        return np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(eqx.filter(res.model, eqx.is_array))])
+
+    init = np.concatenate([np.ravel(x) for x in jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_array))])
+    raw = trained(ema_decay=0.0)
+    assert np.abs(raw - init).max() > 1e-4
+    np.testing.assert_allclose(trained(), 0.25 * init + 0.75 * raw, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(trained(ema_warmup=False), 0.999 * init + 0.001 * raw, rtol=1e-5, atol=1e-7)
