@@ -309,8 +309,14 @@ def test_cli_pidm_writes_metrics_and_pictures_and_resumes(tmp_path, capsys):
     for f in ("samples.png", "solution.png", "loss.png", "checkpoint.npz", "ddpm/checkpoint.npz", "data.npz"):
         assert (out / f).exists(), f
     assert "darcy pidm: mean |residual|" in capsys.readouterr().out
+    # a run.json written before the normalise / ema_warmup settings existed still resumes
+    run = json.loads((out / "run.json").read_text())
+    for k in ("normalise", "ema_warmup"):
+        del run["settings"][k]
+    (out / "run.json").write_text(json.dumps(run))
     assert main(["solve", "darcy", "--resume", str(out), "--steps", "8", "--no-progress"]) == 0
     assert json.loads((out / "metrics.json").read_text())["steps"] == 8
+    assert json.loads((out / "run.json").read_text())["settings"]["ema_warmup"] is False
 
 
 @pytest.mark.parametrize(
