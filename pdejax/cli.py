@@ -482,7 +482,7 @@ def _solve(args) -> int:
         "params": problem.params,
         "settings": settings,
         "x64": x64,
-        "loss_terms": dict(zip(res.term_names, map(float, res.loss_history[-1]))) if len(res.loss_history) else {},
+        "loss_terms": _final_loss(res),
         "rel_l2_history": {"step": res.eval_steps, "rel_l2": res.eval_rel_l2},
         "unconverged_solves": res.unconverged_solves,
         "device": str(jax.devices()[0]),
@@ -671,12 +671,9 @@ def _compare_teng(problem, args, *, x64: bool) -> list[dict]:
 
 def _final_loss(res) -> dict[str, float]:
     """``{term: value}`` of a training result's last step (empty when no step ran)."""
-    import numpy as np
-
-    hist = np.asarray(res.loss_history)
-    if hist.ndim != 2 or not len(hist):
+    if not len(res.loss_history):
         return {}
-    return {name: float(v) for name, v in zip(res.term_names, hist[-1])}
+    return {name: float(v) for name, v in zip(res.term_names, res.loss_history[-1])}
 
 
 def _report(run: dict) -> None:
