@@ -14,7 +14,8 @@ METHODS = ("pinn", "soft", "hc", "hc-moe", "lpinn", "teng")
 OPERATOR_METHODS = ("fno", "deeponet", "multionet", "pidm")
 PINN_SAMPLERS = ("uniform", "sobol", "lhs")
 DIFFUSION_SAMPLERS = ("ddpm", "ddim")
-_PIDM_FLAGS = ("samples", "backbone", "schedule", "diffusion_steps", "prediction", "sample_steps", "no_baseline")
+_PIDM_FLAGS = ("samples", "backbone", "schedule", "diffusion_steps", "prediction", "sample_steps", "no_baseline",
+               "split_channels")  # fmt: skip
 # = pdejax.operators.DATASETS, named here to parse without jax
 OPERATOR_DATASETS = ("burgers1d", "darcy", "darcy_lognormal")
 _OPERATOR_FLAGS = (
@@ -196,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sample-steps", type=_positive_int, default=None, help="ddim: sampling steps")
     g.add_argument("--no-baseline", action="store_true", default=None,
                    help="skip the same model trained without the physics term")  # fmt: skip
+    g.add_argument("--split-channels", action="store_true", default=None,
+                   help="one backbone per channel (the residual's gradient then skips the permeability's)")  # fmt: skip
 
     c = sub.add_parser("compare", help="run several methods x seeds on one problem; write a table and a plot")
     c.add_argument("problem")
@@ -988,7 +991,8 @@ _PIDM_SETTINGS = {"n_train": "n_train", "resolution": "resolution", "steps": "st
                   "lr": "learning_rate", "width": "width", "depth": "depth", "modes": "modes", "backbone": "backbone",
                   "diffusion_steps": "diffusion_steps", "schedule": "schedule", "prediction": "prediction",
                   "physics": "physics_weight", "samples": "samples", "sampler": "sampler",
-                  "sample_steps": "sample_steps", "devices": "devices", "seed": "seed", "data": "data"}  # fmt: skip
+                  "sample_steps": "sample_steps", "devices": "devices", "seed": "seed", "data": "data",
+                  "split_channels": "split_channels"}  # fmt: skip
 
 
 def _solve_pidm(args, run: dict | None) -> int:

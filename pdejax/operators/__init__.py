@@ -77,7 +77,7 @@ from ._train import (
     relative_l2_per_sample,
     train_operator,
 )
-from ._unet import FNOBackbone, UNet, timestep_embedding
+from ._unet import ChannelSplit, FNOBackbone, UNet, timestep_embedding
 
 __all__ = [
     "PREDICTIONS",
@@ -112,6 +112,7 @@ __all__ = [
     "pidm_settings",
     "solve_generated",
     "solve_pidm",
+    "ChannelSplit",
     "FNOBackbone",
     "UNet",
     "timestep_embedding",

@@ -28,7 +28,7 @@ from ._diffusion import (
     train_diffusion,
 )
 from ._solve import operator_data
-from ._unet import FNOBackbone, UNet
+from ._unet import ChannelSplit, FNOBackbone, UNet
 
 
 def _neumann_inverse_laplacian(n: int):
@@ -126,6 +126,7 @@ PIDM_DEFAULTS: dict[str, Any] = dict(
     precondition=False,
     normalise="channel",
     ema_warmup=True,
+    split_channels=False,
     devices=1,
     seed=0,
     data=None,
@@ -144,8 +145,9 @@ def pidm_settings(dataset: str = "darcy", **overrides) -> dict[str, Any]:
     (``'pressure'``: the residual's gradient trains the pressure channel only; ``'all'``), ``precondition``
     (train on the inverse-Laplacian-preconditioned residual, see :func:`darcy_lognormal_physics`),
     ``normalise`` (``'channel'``: diffuse per-channel standardised fields; ``'none'``: physical units, as the
-    authors' code, see :func:`build_diffusion`), ``ema_warmup`` (see :class:`DiffusionConfig`), ``devices``,
-    ``seed``,
+    authors' code, see :func:`build_diffusion`), ``ema_warmup`` (see :class:`DiffusionConfig`),
+    ``split_channels`` (one backbone per channel, :class:`ChannelSplit`: the residual trained through the
+    pressure then leaves the permeability's denoiser alone; twice the parameters and cost), ``devices``, ``seed``,
     ``data`` (a dataset file instead of generating).
     """
     dataset = PIDM_DATASET.get(dataset, dataset)
@@ -186,12 +188,18 @@ def joint_fields(data: OperatorDataset) -> np.ndarray:
 def build_pidm(settings: dict, fields: np.ndarray, *, key) -> Any:
     """The untrained diffusion model of ``settings`` for ``fields`` (``(n, c, h, w)``)."""
     c = fields.shape[1]
-    if settings["backbone"] == "unet":
-        mults = (1, 2, 2, 4, 4, 8)[: int(settings["depth"])]
-        net = UNet(c, int(settings["width"]), mults, key=key)
+
+    def backbone(key, out_channels=None):
+        if settings["backbone"] == "unet":
+            mults = (1, 2, 2, 4, 4, 8)[: int(settings["depth"])]
+            return UNet(c, int(settings["width"]), mults, key=key, out_channels=out_channels)
+        return FNOBackbone(c, int(settings["diffusion_steps"]), int(settings["modes"]), int(settings["width"]),
+                           int(settings["depth"]), key=key, out_channels=out_channels)  # fmt: skip
+
+    if settings.get("split_channels", False):  # run.json files of earlier versions lack the setting
+        net = ChannelSplit([backbone(k, 1) for k in jax.random.split(key, c)], c)
     else:
-        net = FNOBackbone(c, int(settings["diffusion_steps"]), int(settings["modes"]), int(settings["width"]),
-                          int(settings["depth"]), key=key)  # fmt: skip
+        net = backbone(key)
     schedule = make_schedule(settings["schedule"], int(settings["diffusion_steps"]))
     return build_diffusion(net, schedule, fields, settings["prediction"], settings["normalise"])
 

@@ -6,6 +6,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from pdejax import operators as O
@@ -219,6 +220,37 @@ def test_physics_gradient_flows_only_through_the_chosen_channels():
     assert np.all(g_p[0] == 0) and np.array_equal(g_p[1], g_all[1])
 
 
+def test_split_backbone_keeps_the_residual_gradient_out_of_the_permeability_network():
+    # one U-Net per channel: the residual trained through the pressure gives the permeability's denoiser a
+    # gradient of exactly zero (a shared network would receive one through its common weights), while the
+    # data term still trains both
+    s = O.cosine_schedule(10)
+    nets = [O.UNet(2, 8, (1, 2), key=k, out_channels=1) for k in jax.random.split(jax.random.PRNGKey(0))]
+    x0 = jnp.asarray(np.random.default_rng(1).normal(size=(3, 2, 8, 8)))
+    model = O.build_diffusion(O.ChannelSplit(nets, 2), s, np.asarray(x0))
+    phys = O.FieldPhysics(lambda x: x[0] * x[1] - 1.0, through=(1,))
+
+    def norms(term):
+        f = lambda m: O.diffusion_loss(m, x0, jax.random.PRNGKey(0), phys, 1.0, 0.0)[1][term]  # noqa: E731
+        g = eqx.filter_grad(f)(model).net.nets
+        return [float(optax.tree.norm(eqx.filter(n, eqx.is_array))) for n in g]
+
+    k_phys, p_phys = norms(1)
+    k_data, p_data = norms(0)
+    assert k_phys == 0.0 and p_phys > 0
+    assert k_data > 0 and p_data > 0
+    assert model.denoise(x0, jnp.array([0, 4, 9]))[0].shape == x0.shape
+    shared = O.UNet(2, 8, (1, 2), key=jax.random.PRNGKey(0))
+    model1 = O.build_diffusion(shared, s, np.asarray(x0))
+    g1 = eqx.filter_grad(lambda m: O.diffusion_loss(m, x0, jax.random.PRNGKey(0), phys, 1.0, 0.0)[1][1])(model1)
+    assert float(optax.tree.norm(eqx.filter(g1.net.inp, eqx.is_array))) > 0  # the shared input layer is hit
+    with pytest.raises(ValueError, match="fields of 3 channels"):
+        O.build_diffusion(O.ChannelSplit(nets, 3), s, np.zeros((2, 2, 8, 8)))
+    settings = O.pidm_settings("darcy", split_channels=True, resolution=8, depth=2, width=8)
+    split = O.build_pidm(settings, np.ones((2, 2, 8, 8)), key=jax.random.PRNGKey(0))
+    assert isinstance(split.net, O.ChannelSplit) and len(split.net.nets) == 2
+
+
 def test_bad_shapes_and_settings_are_refused():
     s = O.cosine_schedule(10)
     net = O.UNet(2, 8, (1, 2, 2), key=jax.random.PRNGKey(0))
@@ -325,6 +357,7 @@ def test_cli_pidm_writes_metrics_and_pictures_and_resumes(tmp_path, capsys):
         (["solve", "burgers", "--sampler", "ddim"], "--sampler ddim samples a diffusion model"),
         (["solve", "burgers", "--samples", "3"], "--samples: options of --method pidm"),
         (["solve", "darcy", "--method", "fno", "--backbone", "unet"], "--backbone: options of --method pidm"),
+        (["solve", "heat", "--split-channels"], "--split-channels: options of --method pidm"),
         (["solve", "darcy", "--method", "pidm", "--epochs", "3"], "--epochs: not options of --method pidm"),
         (["solve", "burgers1d", "--method", "pidm"], "use it with darcy"),
         (["solve", "darcy", "--method", "pidm", "--resolution", "18"], "divisible by 4"),
