@@ -197,8 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sample-steps", type=_positive_int, default=None, help="ddim: sampling steps")
     g.add_argument("--no-baseline", action="store_true", default=None,
                    help="skip the same model trained without the physics term")  # fmt: skip
-    g.add_argument("--split-channels", action="store_true", default=None,
-                   help="one backbone per channel (the residual's gradient then skips the permeability's)")  # fmt: skip
+    g.add_argument("--split-channels", action=argparse.BooleanOptionalAction, default=None,
+                   help="one backbone per channel, so the residual's gradient skips the permeability's")  # fmt: skip
 
     c = sub.add_parser("compare", help="run several methods x seeds on one problem; write a table and a plot")
     c.add_argument("problem")
@@ -1017,7 +1017,7 @@ def _solve_pidm(args, run: dict | None) -> int:
     try:
         if run is not None:
             # a run.json of an earlier version lacks the later settings: resume with the behaviour it had
-            settings = {"normalise": "channel", "ema_warmup": False, **run["settings"]}
+            settings = {"normalise": "channel", "ema_warmup": False, "split_channels": False, **run["settings"]}
             if args.steps is not None:
                 settings["steps"] = args.steps
         else:

@@ -101,7 +101,7 @@ PIDM_PHYSICS = {"darcy_lognormal": darcy_lognormal_physics, "darcy": darcy_diric
 PIDM_DATASET = {"darcy": "darcy_lognormal"}  # what `pdejax solve darcy --method pidm` generates
 BACKBONES = ("unet", "fno")
 
-# about 10 minutes for both models on 2 CPU cores (the paper: 64x64, 300k steps of a larger U-Net on a GPU);
+# about 25 minutes for both models on 2 CPU cores (the paper: 64x64, 300k steps of a larger U-Net on a GPU);
 # benchmarks/pidm_darcy.py runs longer settings
 PIDM_DEFAULTS: dict[str, Any] = dict(
     n_train=1000,
@@ -126,7 +126,7 @@ PIDM_DEFAULTS: dict[str, Any] = dict(
     precondition=False,
     normalise="channel",
     ema_warmup=True,
-    split_channels=False,
+    split_channels=True,
     devices=1,
     seed=0,
     data=None,

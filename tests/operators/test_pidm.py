@@ -333,7 +333,8 @@ _SMALL = ["--resolution", "16", "--n-train", "16", "--steps", "6", "--batch", "4
 @pytest.mark.long
 def test_cli_pidm_writes_metrics_and_pictures_and_resumes(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["solve", "darcy", "--method", "pidm", *_SMALL, "--out", str(out)]) == 0
+    # one shared backbone: what the runs of earlier versions, whose run.json is replayed below, trained
+    assert main(["solve", "darcy", "--method", "pidm", *_SMALL, "--no-split-channels", "--out", str(out)]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["method"] == "pidm" and m["steps"] == 6 and m["dataset"] == "darcy_lognormal"
     assert set(m["residual_mean_abs"]) == {"pidm", "ddpm", "data"} and m["residual_mean_abs"]["data"] < 1e-4
@@ -343,12 +344,19 @@ def test_cli_pidm_writes_metrics_and_pictures_and_resumes(tmp_path, capsys):
     assert "darcy pidm: mean |residual|" in capsys.readouterr().out
     # a run.json written before the normalise / ema_warmup settings existed still resumes
     run = json.loads((out / "run.json").read_text())
-    for k in ("normalise", "ema_warmup"):
+    for k in ("normalise", "ema_warmup", "split_channels"):
         del run["settings"][k]
     (out / "run.json").write_text(json.dumps(run))
     assert main(["solve", "darcy", "--resume", str(out), "--steps", "8", "--no-progress"]) == 0
     assert json.loads((out / "metrics.json").read_text())["steps"] == 8
-    assert json.loads((out / "run.json").read_text())["settings"]["ema_warmup"] is False
+    settings = json.loads((out / "run.json").read_text())["settings"]
+    assert settings["ema_warmup"] is False and settings["split_channels"] is False
+    # the default, one backbone per channel, trains, checkpoints and resumes too
+    split = tmp_path / "split"
+    assert main(["solve", "darcy", "--method", "pidm", *_SMALL, "--no-baseline", "--out", str(split)]) == 0
+    assert json.loads((split / "run.json").read_text())["settings"]["split_channels"] is True
+    assert main(["solve", "darcy", "--resume", str(split), "--steps", "8", "--no-progress"]) == 0
+    assert json.loads((split / "metrics.json").read_text())["steps"] == 8
 
 
 @pytest.mark.parametrize(
