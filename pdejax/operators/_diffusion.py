@@ -19,7 +19,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .._io import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
 from .._sharding import data_mesh, place_leading, place_replicated
-from ._train import channel_stats
+from ._train import apply_batch, channel_stats
 
 # ---------------------------------------------------------------------------------------------- schedules
 
@@ -191,9 +191,7 @@ class DiffusionModel(eqx.Module):
 
     def denoise(self, xt: Float[Array, "b c *grid"], t: Int[Array, " b"]) -> tuple[Array, Array]:
         """The network's estimates ``(x0_hat, eps_hat)`` of the clean field and the noise (normalised units)."""
-        tf = t.astype(xt.dtype)
-        batched = getattr(self.net, "batched", None)
-        out = batched(xt, tf) if batched is not None else jax.vmap(self.net)(xt, tf)
+        out = apply_batch(self.net, xt, t.astype(xt.dtype), in_axes=(0, 0))
         if self.prediction == "x0":
             return out, eps_from_x0(self.schedule, xt, t, out)
         return x0_from_eps(self.schedule, xt, t, out), out

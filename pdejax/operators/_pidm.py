@@ -196,7 +196,7 @@ def build_pidm(settings: dict, fields: np.ndarray, *, key) -> Any:
         return FNOBackbone(c, int(settings["diffusion_steps"]), int(settings["modes"]), int(settings["width"]),
                            int(settings["depth"]), key=key, out_channels=out_channels)  # fmt: skip
 
-    if settings.get("split_channels", False):  # run.json files of earlier versions lack the setting
+    if settings["split_channels"]:
         net = ChannelSplit([backbone(k, 1) for k in jax.random.split(key, c)], c)
     else:
         net = backbone(key)

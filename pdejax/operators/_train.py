@@ -51,10 +51,14 @@ class Normalised(eqx.Module):
         return u * col(self.u_std) + col(self.u_mean)
 
 
-def apply_batch(model, a: Float[Array, "b cin *grid"], x: Float[Array, "*grid d"]) -> Float[Array, "b cout *grid"]:
-    """``model`` on every sample of ``a``: its ``batched`` method if it has one (FNO), else ``jax.vmap``."""
+def apply_batch(
+    model, a: Float[Array, "b cin *grid"], x: Array, in_axes: tuple = (0, None)
+) -> Float[Array, "b cout *grid"]:
+    """``model(a_i, x)`` for every sample of ``a``: its ``batched`` method if it has one (FNO), else ``jax.vmap``
+    with ``in_axes``. ``x``: the grid ``(*grid, d)`` shared by all samples (operators), or with
+    ``in_axes=(0, 0)`` one value per sample (a diffusion backbone's steps ``t``, ``(b,)``)."""
     batched = getattr(model, "batched", None)
-    return batched(a, x) if batched is not None else jax.vmap(model, (0, None))(a, x)
+    return batched(a, x) if batched is not None else jax.vmap(model, in_axes)(a, x)
 
 
 def channel_stats(v: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -11,6 +11,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._fno import FNO
+from ._train import apply_batch
 
 
 def timestep_embedding(t: Float[Array, ""], dim: int, max_period: float = 10_000.0) -> Float[Array, " dim"]:
@@ -281,7 +282,8 @@ class ChannelSplit(eqx.Module):
         self.nets, self.channels = tuple(nets), channels
 
     def check_shape(self, shape: tuple[int, ...]) -> None:
-        """Raise ``ValueError`` unless every backbone takes ``shape`` and their outputs add up to its channels."""
+        """Raise ``ValueError`` unless every backbone takes ``shape`` and it has ``channels`` channels (that the
+        outputs add up to them is checked when the backbones are traced)."""
         for net in self.nets:
             check = getattr(net, "check_shape", None)
             if check is not None:
@@ -290,7 +292,11 @@ class ChannelSplit(eqx.Module):
             raise ValueError(f"this split backbone takes fields of {self.channels} channels; got shape {shape}")
 
     def __call__(self, x: Float[Array, "c h w"], t: Float[Array, ""]) -> Float[Array, "c h w"]:
-        y = jnp.concatenate([net(x, t) for net in self.nets], axis=0)
-        if y.shape[0] != self.channels:
-            raise ValueError(f"the backbones return {y.shape[0]} channels together, not {self.channels}")
+        return self.batched(x[None], jnp.reshape(t, (1,)))[0]
+
+    def batched(self, x: Float[Array, "b c h w"], t: Float[Array, " b"]) -> Float[Array, "b c h w"]:
+        """The backbones on a batch, each through its own ``batched`` method where it has one (FNO)."""
+        y = jnp.concatenate([apply_batch(net, x, t, in_axes=(0, 0)) for net in self.nets], axis=1)
+        if y.shape[1] != self.channels:
+            raise ValueError(f"the backbones return {y.shape[1]} channels together, not {self.channels}")
         return y

@@ -246,6 +246,12 @@ def test_split_backbone_keeps_the_residual_gradient_out_of_the_permeability_netw
     assert float(optax.tree.norm(eqx.filter(g1.net.inp, eqx.is_array))) > 0  # the shared input layer is hit
     with pytest.raises(ValueError, match="fields of 3 channels"):
         O.build_diffusion(O.ChannelSplit(nets, 3), s, np.zeros((2, 2, 8, 8)))
+    # FNO backbones are split through their batched method; the result is each sample's own call
+    fnos = O.ChannelSplit([O.FNOBackbone(2, 10, 3, 8, 2, key=k, out_channels=1) for k in jax.random.split(
+        jax.random.PRNGKey(2))], 2)  # fmt: skip
+    tf = jnp.array([0.0, 4.0, 9.0])
+    np.testing.assert_allclose(fnos.batched(x0, tf), jnp.stack([fnos(xi, ti) for xi, ti in zip(x0, tf)]),
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
     settings = O.pidm_settings("darcy", split_channels=True, resolution=8, depth=2, width=8)
     split = O.build_pidm(settings, np.ones((2, 2, 8, 8)), key=jax.random.PRNGKey(0))
     assert isinstance(split.net, O.ChannelSplit) and len(split.net.nets) == 2
