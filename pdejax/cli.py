@@ -15,7 +15,7 @@ OPERATOR_METHODS = ("fno", "deeponet", "multionet", "pidm")
 PINN_SAMPLERS = ("uniform", "sobol", "lhs")
 DIFFUSION_SAMPLERS = ("ddpm", "ddim")
 _PIDM_FLAGS = ("samples", "backbone", "schedule", "diffusion_steps", "prediction", "sample_steps", "no_baseline",
-               "split_channels")  # fmt: skip
+               "split_channels", "snr_floor")  # fmt: skip
 # = pdejax.operators.DATASETS, named here to parse without jax
 OPERATOR_DATASETS = ("burgers1d", "darcy", "darcy_lognormal")
 _OPERATOR_FLAGS = (
@@ -199,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the same model trained without the physics term")  # fmt: skip
     g.add_argument("--split-channels", action=argparse.BooleanOptionalAction, default=None,
                    help="one backbone per channel, so the residual's gradient skips the permeability's")  # fmt: skip
+    g.add_argument("--snr-floor", type=float, default=None,
+                   help="floor of the x0 loss weight min(SNR, 5) (default 1; 0: none)")  # fmt: skip
 
     c = sub.add_parser("compare", help="run several methods x seeds on one problem; write a table and a plot")
     c.add_argument("problem")
@@ -992,7 +994,7 @@ _PIDM_SETTINGS = {"n_train": "n_train", "resolution": "resolution", "steps": "st
                   "diffusion_steps": "diffusion_steps", "schedule": "schedule", "prediction": "prediction",
                   "physics": "physics_weight", "samples": "samples", "sampler": "sampler",
                   "sample_steps": "sample_steps", "devices": "devices", "seed": "seed", "data": "data",
-                  "split_channels": "split_channels"}  # fmt: skip
+                  "split_channels": "split_channels", "snr_floor": "snr_floor"}  # fmt: skip
 
 
 def _solve_pidm(args, run: dict | None) -> int:
@@ -1017,7 +1019,8 @@ def _solve_pidm(args, run: dict | None) -> int:
     try:
         if run is not None:
             # a run.json of an earlier version lacks the later settings: resume with the behaviour it had
-            settings = {"normalise": "channel", "ema_warmup": False, "split_channels": False, **run["settings"]}
+            settings = {"normalise": "channel", "ema_warmup": False, "split_channels": False, "snr_floor": 0.0,
+                        **run["settings"]}  # fmt: skip
             if args.steps is not None:
                 settings["steps"] = args.steps
         else:

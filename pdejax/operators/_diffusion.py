@@ -276,6 +276,7 @@ def diffusion_loss(
     physics_weight: float = 0.0,
     inequality_weight: float = 0.0,
     min_snr: float | None = 5.0,
+    snr_floor: float | None = None,
 ) -> tuple[Float[Array, ""], Float[Array, " 4"]]:
     """One Monte-Carlo estimate of the (physics-informed) denoising loss on a batch of normalised fields.
 
@@ -283,7 +284,9 @@ def diffusion_loss(
     ``(x0_hat, eps_hat)``:
 
     * data term: ``|eps_hat - eps|^2`` (``prediction='eps'``, Ho et al.), or ``|x0_hat - x0|^2`` weighted by
-      ``min(SNR_t, min_snr)`` (``'x0'``, min-SNR weighting of Hang et al. 2023, as in the PIDM code);
+      ``min(SNR_t, min_snr)`` (``'x0'``, min-SNR weighting of Hang et al. 2023, as in the PIDM code), and with
+      ``snr_floor`` at least that (``max(SNR_t, 1)`` is the truncated-SNR weighting of Salimans & Ho 2022): the
+      plain weight vanishes at high noise, where a field's large scales are decided;
     * PIDM term (Bastek et al., eq. 8): the PDE residual ``r`` of ``x0_hat`` in physical units is a virtual
       observation ``r = 0`` with variance ``betatilde_t`` (the reverse step's), so its negative
       log-likelihood adds ``physics_weight * |r|^2 / (2 betatilde_t)`` — residuals count most where the
@@ -304,6 +307,8 @@ def diffusion_loss(
     axes = tuple(range(1, x0.ndim))
     if model.prediction == "x0":
         w = tables["snr"][t] if min_snr is None else jnp.minimum(tables["snr"][t], min_snr)
+        if snr_floor is not None:
+            w = jnp.maximum(w, snr_floor)
         data = w * jnp.mean((x0_hat - x0) ** 2, axes)
     else:
         data = jnp.mean((eps_hat - eps) ** 2, axes)
@@ -345,7 +350,8 @@ class DiffusionConfig:
             warm-up), so short runs do not sample from weights that still hold a share of the random
             initialisation (with a fixed 0.999 that share is ``0.999^k``: 13% after 2000 steps); False: fixed.
         physics_weight: ``c`` of the residual likelihood (the paper's ``c_residual``; 0: a plain DDPM).
-        inequality_weight: weight of inequality constraints. min_snr: the x0-loss weight cap.
+        inequality_weight: weight of inequality constraints. min_snr, snr_floor: the x0-loss weight's cap and
+            floor (None: none; see :func:`diffusion_loss`).
         chunk: steps between progress-bar updates and NaN checks.
         checkpoint_every: steps between checkpoints (rounded up to whole chunks; 0: only at the end).
         devices: shard each batch over this many devices (data parallel), ``batch_size`` a multiple.
@@ -363,6 +369,7 @@ class DiffusionConfig:
     physics_weight: float = 0.0
     inequality_weight: float = 0.0
     min_snr: float | None = 5.0
+    snr_floor: float | None = None
     chunk: int = 50
     checkpoint_every: int = 1000
     devices: int | None = None
@@ -380,6 +387,9 @@ class DiffusionConfig:
             raise ValueError("physics_weight, inequality_weight, warmup and checkpoint_every must be >= 0")
         if self.devices is not None and self.devices < 1:
             raise ValueError(f"devices must be >= 1, got {self.devices}")
+        cap = float("inf") if self.min_snr is None else self.min_snr
+        if self.snr_floor is not None and not 0 < self.snr_floor <= cap:
+            raise ValueError(f"snr_floor must be > 0 and <= min_snr, got {self.snr_floor} (min_snr {self.min_snr})")
 
 
 @dataclasses.dataclass
@@ -414,6 +424,7 @@ class _StepSetup:
     physics_weight: float
     inequality_weight: float
     min_snr: float | None
+    snr_floor: float | None
     ema_decay: float
     ema_warmup: bool
     grad_clip: float
@@ -443,7 +454,8 @@ def _train_step(state, data, setup: _StepSetup):
 
     def loss_fn(p):
         m = eqx.combine(p, jax.tree_util.tree_unflatten(setup.treedef, setup.static_leaves))
-        return diffusion_loss(m, x0, kl, setup.physics, setup.physics_weight, setup.inequality_weight, setup.min_snr)
+        return diffusion_loss(m, x0, kl, setup.physics, setup.physics_weight, setup.inequality_weight, setup.min_snr,
+                              setup.snr_floor)  # fmt: skip
 
     (loss, terms), g = jax.value_and_grad(loss_fn, has_aux=True)(p)
     upd, s = setup.optimizer().update(g, s, p)
@@ -504,7 +516,7 @@ def train_diffusion(
     leaves, treedef = jax.tree_util.tree_flatten(static)
     c = config
     setup = _StepSetup(treedef, tuple(leaves), physics, c.batch_size, c.physics_weight, c.inequality_weight,
-                       c.min_snr, c.ema_decay, c.ema_warmup, c.grad_clip, c.learning_rate, c.warmup,
+                       c.min_snr, c.snr_floor, c.ema_decay, c.ema_warmup, c.grad_clip, c.learning_rate, c.warmup,
                        c.decay_steps or c.steps, batch_sharding)  # fmt: skip
 
     def run_chunk(state, n):

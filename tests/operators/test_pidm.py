@@ -171,7 +171,7 @@ def test_pidm_loss_is_the_residual_likelihood_with_the_reverse_variance():
     key = jax.random.PRNGKey(3)
 
     @eqx.filter_jit
-    def by_hand(model, x0, key):
+    def by_hand(model, x0, key, floor=0.0):
         # the same draws (the loss splits the key into steps and noise) and the formulas of the docstring
         kt, ke = jax.random.split(key)
         t = jax.random.randint(kt, (4,), 0, 20)
@@ -180,7 +180,7 @@ def test_pidm_loss_is_the_residual_likelihood_with_the_reverse_variance():
         tab = s.tables(jnp.float64)
         x = model.denormalise(x0_hat)
         r, g = x[:, 0] - 2 * x[:, 1], jnp.maximum(x[:, 0], 0)
-        var, w = tab["var"][t], jnp.minimum(tab["snr"][t], 5.0)
+        var, w = tab["var"][t], jnp.maximum(jnp.minimum(tab["snr"][t], 5.0), floor)
         data = jnp.mean(w * jnp.mean((x0_hat - x0) ** 2, (1, 2, 3)))
         eq = jnp.mean(0.1 * 0.5 * jnp.mean(r**2, (1, 2)) / var)
         return data, eq, jnp.mean(0.2 * 0.5 * jnp.mean(g**2, (1, 2)) / var), jnp.mean(jnp.abs(r))
@@ -188,6 +188,12 @@ def test_pidm_loss_is_the_residual_likelihood_with_the_reverse_variance():
     loss = eqx.filter_jit(O.diffusion_loss)
     _, terms = loss(model, x0, key, phys, 0.1, 0.2, min_snr=5.0)
     np.testing.assert_allclose(terms, by_hand(model, x0, key), rtol=1e-10)
+    # the truncated-SNR floor lifts the weight of the noisiest steps (this key draws some with SNR < 1)
+    floored = loss(model, x0, key, phys, 0.1, 0.2, min_snr=5.0, snr_floor=1.0)[1]
+    np.testing.assert_allclose(floored, by_hand(model, x0, key, 1.0), rtol=1e-10)
+    assert floored[0] > terms[0] and np.array_equal(floored[1:], terms[1:])
+    with pytest.raises(ValueError, match="snr_floor"):
+        O.DiffusionConfig(snr_floor=10.0)
     data, eq, ineq, rabs = terms
     assert ineq > 0 and eq > 0  # about half the entries of a zero-mean random field are positive
     # an inequality that holds everywhere costs nothing
@@ -350,13 +356,13 @@ def test_cli_pidm_writes_metrics_and_pictures_and_resumes(tmp_path, capsys):
     assert "darcy pidm: mean |residual|" in capsys.readouterr().out
     # a run.json written before the normalise / ema_warmup settings existed still resumes
     run = json.loads((out / "run.json").read_text())
-    for k in ("normalise", "ema_warmup", "split_channels"):
+    for k in ("normalise", "ema_warmup", "split_channels", "snr_floor"):
         del run["settings"][k]
     (out / "run.json").write_text(json.dumps(run))
     assert main(["solve", "darcy", "--resume", str(out), "--steps", "8", "--no-progress"]) == 0
     assert json.loads((out / "metrics.json").read_text())["steps"] == 8
     settings = json.loads((out / "run.json").read_text())["settings"]
-    assert settings["ema_warmup"] is False and settings["split_channels"] is False
+    assert settings["ema_warmup"] is False and settings["split_channels"] is False and settings["snr_floor"] == 0
     # the default, one backbone per channel, trains, checkpoints and resumes too
     split = tmp_path / "split"
     assert main(["solve", "darcy", "--method", "pidm", *_SMALL, "--no-baseline", "--out", str(split)]) == 0
@@ -372,10 +378,12 @@ def test_cli_pidm_writes_metrics_and_pictures_and_resumes(tmp_path, capsys):
         (["solve", "burgers", "--samples", "3"], "--samples: options of --method pidm"),
         (["solve", "darcy", "--method", "fno", "--backbone", "unet"], "--backbone: options of --method pidm"),
         (["solve", "heat", "--split-channels"], "--split-channels: options of --method pidm"),
+        (["solve", "heat", "--snr-floor", "1"], "--snr-floor: options of --method pidm"),
         (["solve", "darcy", "--method", "pidm", "--epochs", "3"], "--epochs: not options of --method pidm"),
         (["solve", "burgers1d", "--method", "pidm"], "use it with darcy"),
         (["solve", "darcy", "--method", "pidm", "--resolution", "18"], "divisible by 4"),
         (["solve", "darcy", "--method", "pidm", "--sample-steps", "500"], "sample_steps must be in"),
+        (["solve", "darcy", "--method", "pidm", "--snr-floor", "-1"], "snr_floor must be in [0, 5]"),
     ],
 )
 def test_cli_pidm_bad_input(argv, message, capsys, tmp_path):
