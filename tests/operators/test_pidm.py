@@ -354,7 +354,7 @@ def test_cli_pidm_writes_metrics_and_pictures_and_resumes(tmp_path, capsys):
     for f in ("samples.png", "solution.png", "loss.png", "checkpoint.npz", "ddpm/checkpoint.npz", "data.npz"):
         assert (out / f).exists(), f
     assert "darcy pidm: mean |residual|" in capsys.readouterr().out
-    # a run.json written before the normalise / ema_warmup settings existed still resumes
+    # a run.json written before the normalise / ema_warmup / split_channels / snr_floor settings existed resumes
     run = json.loads((out / "run.json").read_text())
     for k in ("normalise", "ema_warmup", "split_channels", "snr_floor"):
         del run["settings"][k]
