@@ -39,6 +39,13 @@ def main():
     p.add_argument("--no-ema-warmup", action="store_true", help="fixed EMA decay from the first step")
     p.add_argument("--split", action="store_true", help="one U-Net per channel (operators.ChannelSplit)")
     p.add_argument("--snr-floor", type=float, default=None, help="floor of the x0 loss weight (default 1; 0: none)")
+    p.add_argument(
+        "--low-noise-mix",
+        type=float,
+        default=None,
+        help="share of training steps drawn by the residual term's weight (default 0.5; 0: uniform)",
+    )
+    p.add_argument("--prediction", default=None, choices=("x0", "eps", "v"), help="what the network predicts")
     p.add_argument("--no-baseline", action="store_true", help="train the PIDM model only (no physics-free twin)")
     a = p.parse_args()
     settings = O.pidm_settings(
@@ -46,6 +53,8 @@ def main():
         depth=a.depth, learning_rate=a.lr, physics_weight=a.physics_weight, samples=a.samples, sampler=a.sampler,
         seed=a.seed, baseline=not a.no_baseline, normalise=a.normalise, physics_through=a.physics_through,
         ema_warmup=not a.no_ema_warmup, split_channels=a.split, snr_floor=a.snr_floor,
+        low_noise_mix=a.low_noise_mix,
+        prediction=a.prediction,
     )  # fmt: skip
     t0 = time.perf_counter()
     sol = O.solve_pidm("darcy", settings, out_dir=a.out, resume=a.resume, progress=a.progress)

@@ -15,7 +15,7 @@ OPERATOR_METHODS = ("fno", "deeponet", "multionet", "pidm")
 PINN_SAMPLERS = ("uniform", "sobol", "lhs")
 DIFFUSION_SAMPLERS = ("ddpm", "ddim")
 _PIDM_FLAGS = ("samples", "backbone", "schedule", "diffusion_steps", "prediction", "sample_steps", "no_baseline",
-               "split_channels", "snr_floor")  # fmt: skip
+               "split_channels", "snr_floor", "low_noise_mix")  # fmt: skip
 # = pdejax.operators.DATASETS, named here to parse without jax
 OPERATOR_DATASETS = ("burgers1d", "darcy", "darcy_lognormal")
 _OPERATOR_FLAGS = (
@@ -193,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backbone", choices=("unet", "fno"), default=None, help="denoising network (default unet)")
     g.add_argument("--schedule", choices=("cosine", "linear"), default=None, help="noise schedule (default cosine)")
     g.add_argument("--diffusion-steps", type=_positive_int, default=None, help="diffusion steps T (default 100)")
-    g.add_argument("--prediction", choices=("x0", "eps"), default=None, help="the network predicts x0 or the noise")
+    g.add_argument("--prediction", choices=("x0", "eps", "v"), default=None,
+                   help="the network predicts x0, the noise or v (sqrt(abar) eps - sqrt(1-abar) x0)")  # fmt: skip
     g.add_argument("--sample-steps", type=_positive_int, default=None, help="ddim: sampling steps")
     g.add_argument("--no-baseline", action="store_true", default=None,
                    help="skip the same model trained without the physics term")  # fmt: skip
@@ -201,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one backbone per channel, so the residual's gradient skips the permeability's")  # fmt: skip
     g.add_argument("--snr-floor", type=float, default=None,
                    help="floor of the x0 loss weight min(SNR, 5) (default 1; 0: none)")  # fmt: skip
+    g.add_argument("--low-noise-mix", type=float, default=None,
+                   help="share of training steps drawn by the physics term's weight, importance-weighted "
+                        "(default 0.5; 0: uniform)")  # fmt: skip
 
     c = sub.add_parser("compare", help="run several methods x seeds on one problem; write a table and a plot")
     c.add_argument("problem")
@@ -994,7 +998,8 @@ _PIDM_SETTINGS = {"n_train": "n_train", "resolution": "resolution", "steps": "st
                   "diffusion_steps": "diffusion_steps", "schedule": "schedule", "prediction": "prediction",
                   "physics": "physics_weight", "samples": "samples", "sampler": "sampler",
                   "sample_steps": "sample_steps", "devices": "devices", "seed": "seed", "data": "data",
-                  "split_channels": "split_channels", "snr_floor": "snr_floor"}  # fmt: skip
+                  "split_channels": "split_channels", "snr_floor": "snr_floor",
+                  "low_noise_mix": "low_noise_mix"}  # fmt: skip
 
 
 def _solve_pidm(args, run: dict | None) -> int:
@@ -1020,7 +1025,7 @@ def _solve_pidm(args, run: dict | None) -> int:
         if run is not None:
             # a run.json of an earlier version lacks the later settings: resume with the behaviour it had
             settings = {"normalise": "channel", "ema_warmup": False, "split_channels": False, "snr_floor": 0.0,
-                        **run["settings"]}  # fmt: skip
+                        "low_noise_mix": 0.0, **run["settings"]}  # fmt: skip
             if args.steps is not None:
                 settings["steps"] = args.steps
         else:

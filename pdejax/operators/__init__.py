@@ -37,6 +37,7 @@ from ._diffusion import (
     make_schedule,
     q_sample,
     sample,
+    step_distribution,
     train_diffusion,
     x0_from_eps,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "make_schedule",
     "q_sample",
     "sample",
+    "step_distribution",
     "train_diffusion",
     "x0_from_eps",
     "BACKBONES",

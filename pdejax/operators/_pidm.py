@@ -128,6 +128,7 @@ PIDM_DEFAULTS: dict[str, Any] = dict(
     ema_warmup=True,
     split_channels=True,
     snr_floor=1.0,
+    low_noise_mix=0.5,
     devices=1,
     seed=0,
     data=None,
@@ -152,7 +153,11 @@ def pidm_settings(dataset: str = "darcy", **overrides) -> dict[str, Any]:
     ``snr_floor`` (floor of the x0 loss weight ``min(SNR, 5)``, see :func:`diffusion_loss`; 0: none. With the
     plain weight the noisiest steps, where each field's large scales are decided, are barely trained, and the
     per-field mean of generated ``log K`` was 38-48% too narrow, K's std 14-18% low at 2000 steps; with 1: 2.5%
-    low), ``devices``, ``seed``,
+    low), ``low_noise_mix`` (share of training steps drawn in proportion to the residual term's weight,
+    importance-weighted so the expected loss is unchanged, see :func:`diffusion_loss`; 0: uniform. The
+    samples' residual is that of the last reverse step's estimate, and with uniform steps the heaviest
+    residual terms come in one batch of five; 0.5 lowered PIDM's residual from 0.404 to 0.306 at 2000 steps),
+    ``devices``, ``seed``,
     ``data`` (a dataset file instead of generating).
     """
     dataset = PIDM_DATASET.get(dataset, dataset)
@@ -181,6 +186,8 @@ def pidm_settings(dataset: str = "darcy", **overrides) -> dict[str, Any]:
     cap = DiffusionConfig.min_snr  # the cap the runs below train with (DiffusionConfig checks the floor again)
     if not 0 <= float(s["snr_floor"]) <= cap:
         raise ValueError(f"snr_floor must be in [0, {cap:g}] (0: none; the cap of the weight), got {s['snr_floor']}")
+    if not 0 <= float(s["low_noise_mix"]) < 1:
+        raise ValueError(f"low_noise_mix must be in [0, 1), got {s['low_noise_mix']}")
     if float(s["physics_weight"]) < 0 or float(s["learning_rate"]) <= 0:
         raise ValueError("physics_weight must be >= 0 and learning_rate > 0")
     if s["sample_steps"] is not None and not 1 <= int(s["sample_steps"]) <= int(s["diffusion_steps"]):
@@ -281,6 +288,7 @@ def solve_pidm(
             checkpoint_every=max(50, int(settings["steps"]) // 10),
             ema_warmup=bool(settings["ema_warmup"]),
             snr_floor=float(settings["snr_floor"] or 0) or None,
+            low_noise_mix=float(settings.get("low_noise_mix", 0.0)),
             devices=settings["devices"],
             seed=int(settings["seed"]),
         )
