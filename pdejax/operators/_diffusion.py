@@ -356,11 +356,17 @@ def diffusion_loss(
     return jnp.mean(total), jnp.stack([jnp.mean(data), jnp.mean(eq), jnp.mean(ineq), jnp.mean(rabs)])
 
 
+def check_low_noise_mix(low_noise_mix: float) -> None:
+    """Raise ``ValueError`` unless ``0 <= low_noise_mix < 1`` (at 1 the uniform share, and so the weight's
+    bound, vanishes)."""
+    if not 0 <= low_noise_mix < 1:
+        raise ValueError(f"low_noise_mix must be in [0, 1), got {low_noise_mix}")
+
+
 def step_distribution(schedule: NoiseSchedule, low_noise_mix: float, dtype=None) -> Float[Array, " T"]:
     """The training steps' distribution ``q_t = (1 - lam) / T + lam w_t / sum(w)``, ``w_t = 1 / betatilde_t``,
     ``(T,)`` (``lam = low_noise_mix``; see :func:`diffusion_loss`)."""
-    if not 0 <= low_noise_mix < 1:
-        raise ValueError(f"low_noise_mix must be in [0, 1), got {low_noise_mix}")
+    check_low_noise_mix(low_noise_mix)
     var = schedule.tables(dtype)["var"]
     w = 1.0 / var
     return (1.0 - low_noise_mix) / var.shape[0] + low_noise_mix * w / jnp.sum(w)
@@ -428,8 +434,7 @@ class DiffusionConfig:
         cap = float("inf") if self.min_snr is None else self.min_snr
         if self.snr_floor is not None and not 0 < self.snr_floor <= cap:
             raise ValueError(f"snr_floor must be > 0 and <= min_snr, got {self.snr_floor} (min_snr {self.min_snr})")
-        if not 0 <= self.low_noise_mix < 1:
-            raise ValueError(f"low_noise_mix must be in [0, 1), got {self.low_noise_mix}")
+        check_low_noise_mix(self.low_noise_mix)
 
 
 @dataclasses.dataclass
