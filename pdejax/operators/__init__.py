@@ -1,5 +1,5 @@
-"""Neural operators (FNO, DeepONet, MultiONet), datasets from pdejax.solvers, and physics-informed diffusion
-models (DDPM/DDIM with the PIDM residual loss)."""
+"""Neural operators (FNO, DeepONet, MultiONet), datasets from pdejax.solvers, physics-informed diffusion
+models (DDPM/DDIM with the PIDM residual loss) and hard-constrained (PI-HC) operators."""
 
 from ._data import (
     DATASETS,
@@ -57,6 +57,14 @@ from ._pidm import (
     pidm_settings,
     solve_generated,
     solve_pidm,
+)
+from ._pihc import (
+    GridResidual,
+    HardConstrainedOperator,
+    diffusion_sorption_grid,
+    diffusion_sorption_pairs,
+    diffusion_sorption_residual,
+    grid_physics,
 )
 from ._solve import (
     OPERATOR_DEFAULTS,
@@ -155,4 +163,10 @@ __all__ = [
     "relative_l2_per_sample",
     "save_dataset",
     "train_operator",
+    "GridResidual",
+    "HardConstrainedOperator",
+    "diffusion_sorption_grid",
+    "diffusion_sorption_pairs",
+    "diffusion_sorption_residual",
+    "grid_physics",
 ]

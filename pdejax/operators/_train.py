@@ -87,6 +87,8 @@ class OperatorConfig:
         devices: shard each batch over this many devices (data parallel; parameters replicated);
             None or 1: one device. ``batch_size`` must be a multiple.
         seed: seed of the shuffling key.
+        normalise: wrap the model in :class:`Normalised` with the training set's channel statistics (False:
+            the model sees and returns physical values, as a constraint layer that enforces the input needs).
     """
 
     epochs: int = 500
@@ -101,6 +103,7 @@ class OperatorConfig:
     checkpoint_every: int = 50
     devices: int | None = None
     seed: int = 0
+    normalise: bool = True
 
     def __post_init__(self):
         for k in ("epochs", "batch_size", "lr_step_epochs", "eval_every"):
@@ -199,6 +202,9 @@ def train_operator(
     u_stats = channel_stats(train.outputs[:n_lab]) if n_lab else ((0.0,) * train.outputs.shape[1],) * 2
     if not n_lab:
         u_stats = (u_stats[0], tuple(1.0 for _ in u_stats[0]))
+    if not config.normalise:
+        a_stats = tuple(tuple(v for _ in range(train.inputs.shape[1])) for v in (0.0, 1.0))
+        u_stats = tuple(tuple(v for _ in range(train.outputs.shape[1])) for v in (0.0, 1.0))
     model = Normalised(model, *a_stats, *u_stats)
     steps_per_epoch = n_items // config.batch_size
     schedule = optax.exponential_decay(

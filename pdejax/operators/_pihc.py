@@ -1,0 +1,369 @@
+"""PI-HC neural operators: an FNO gives basis fields on a space-time grid, per-sample constraint solves weight them."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import lineax as lx
+import numpy as np
+import optimistix as optx
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from .. import solvers
+from ..pinns._hard import ConstraintStats
+
+
+# -------------------------------------------------------------------------------- the grid residual
+@dataclasses.dataclass(frozen=True, eq=False)
+class GridResidual:
+    """A PDE with its initial and boundary conditions, discretised on a grid, as weighted residual rows.
+
+    Each row ``i`` is a pointwise function of a few features that are *linear* in the field (its value and
+    finite differences at the row's point) and of data taken from the input:
+    ``r_i = pointwise(linear(u)[:, i], data(a)[:, i])``. A constraint layer tabulates ``linear`` on each
+    basis field once and then evaluates rows with dot products only (no stencils inside the solver).
+
+    Attributes:
+        linear: ``u`` (shape ``grid``) ``-> (F, m)`` features per row, linear in ``u``.
+        data: ``a`` (``(c_in, *grid)``) ``-> (G, m)`` input data per row.
+        pointwise: ``(F, k), (G, k), rows (k,) -> (k,)``: the residuals of rows ``rows`` (their indices, so
+            the function can tell the terms apart), each scaled so that ``sum(r**2)`` over all rows is the
+            weighted sum of the terms' mean squares (the physics loss).
+        where: ``(m, d)`` integer grid index of each row's point (which expert owns the row).
+        terms: ``{name: slice}`` of the rows of each term (PDE, initial, boundary).
+        grid: the grid shape.
+    """
+
+    linear: Callable[[Array], Array]
+    data: Callable[[Array], Array]
+    pointwise: Callable[[Array, Array, Array], Array]
+    where: np.ndarray
+    terms: dict
+    grid: tuple[int, ...]
+
+    @property
+    def rows(self) -> int:
+        return int(self.where.shape[0])
+
+    def __call__(self, u: Float[Array, "*grid"], a: Float[Array, " cin *grid"]) -> Float[Array, " m"]:
+        """All rows for the field ``u`` and input ``a``."""
+        return self.pointwise(self.linear(u), self.data(a), jnp.arange(self.rows))
+
+
+def diffusion_sorption_grid(nx: int, nt: int, T: float = 500.0) -> np.ndarray:
+    """Coordinates ``(nx, nt, 2)`` (``x`` in ``[0, 1]``, then ``t / T`` in ``[0, 1]``, ``indexing='ij'``)."""
+    x, tau = np.linspace(0.0, 1.0, nx), np.linspace(0.0, 1.0, nt)
+    return np.stack(np.meshgrid(x, tau, indexing="ij"), axis=-1)
+
+
+def diffusion_sorption_residual(nx: int, nt: int, D: float = 5e-4, T: float = 500.0) -> GridResidual:
+    """PDEBench's diffusion–sorption ``u_t = D / R(u) u_xx`` on the ``(nx, nt)`` grid of
+    :func:`diffusion_sorption_grid`, as residual rows for an input ``a = u0`` (broadcast over time, shape
+    ``(1, nx, nt)``):
+
+    - ``pde``: ``u_tau - T D / R(u) u_xx`` at the interior nodes ``1 <= i <= nx - 2``, ``1 <= j <= nt - 1``
+      (``tau = t / T``; centred differences, second-order backward in time at the last row; the residual in
+      units of ``T``, as :func:`pdejax.problems.diffusion_sorption`);
+    - ``ic``: ``u - u0`` at ``t = 0``, nodes ``1..nx-1``;
+    - ``inflow``: ``u - 1`` at ``x = 0``; ``outflow``: ``u + D u_x`` at ``x = 1`` (second-order one-sided
+      ``u_x``), times ``1..nt-1``.
+
+    Each term's rows are scaled by ``1 / sqrt(rows)``, so the squared norm is the sum of their mean squares.
+    Features per row: the value, a first difference (``u_tau`` on PDE rows, ``u_x`` on outflow rows) and
+    ``u_xx`` (PDE rows); data: ``u0`` on initial rows.
+    """
+    if nx < 4 or nt < 3:
+        raise ValueError(f"need nx >= 4 and nt >= 3, got {nx}, {nt}")
+    h, dtau = 1.0 / (nx - 1), 1.0 / (nt - 1)
+    i_in, j_in = np.meshgrid(np.arange(1, nx - 1), np.arange(1, nt), indexing="ij")
+    j_b = np.arange(1, nt)
+    parts = {
+        "pde": np.stack([i_in.ravel(), j_in.ravel()], -1),
+        "ic": np.stack([np.arange(1, nx), np.zeros(nx - 1, int)], -1),
+        "inflow": np.stack([np.zeros(nt - 1, int), j_b], -1),
+        "outflow": np.stack([np.full(nt - 1, nx - 1), j_b], -1),
+    }
+    sizes = [len(v) for v in parts.values()]
+    offsets = np.cumsum([0] + sizes)
+    terms = {k: slice(int(a), int(b)) for k, a, b in zip(parts, offsets[:-1], offsets[1:])}
+    kind = np.repeat(np.arange(4), sizes)  # 0 pde, 1 ic, 2 inflow, 3 outflow
+    scale = np.repeat([1.0 / math.sqrt(n) for n in sizes], sizes)
+    n_pde, n_ic, n_b = sizes[0], sizes[1], sizes[2]
+
+    def linear(u):
+        # time derivative: centred inside, second-order backward at the last time (no row beyond it)
+        ut = jnp.concatenate(
+            [(u[:, 2:] - u[:, :-2]) / (2 * dtau), ((3 * u[:, -1] - 4 * u[:, -2] + u[:, -3]) / (2 * dtau))[:, None]],
+            axis=1,
+        )
+        uxx = (u[2:, 1:] - 2 * u[1:-1, 1:] + u[:-2, 1:]) / h**2
+        ux_end = (3 * u[-1, 1:] - 4 * u[-2, 1:] + u[-3, 1:]) / (2 * h)
+        zb, zi = jnp.zeros((n_b,), u.dtype), jnp.zeros((n_ic,), u.dtype)
+        value = jnp.concatenate([u[1:-1, 1:].ravel(), u[1:, 0], u[0, 1:], u[-1, 1:]])
+        first = jnp.concatenate([ut[1:-1].ravel(), zi, zb, ux_end])
+        second = jnp.concatenate([uxx.ravel(), zi, zb, zb])
+        return jnp.stack([value, first, second])
+
+    def data(a):
+        z = jnp.zeros((n_pde,), a.dtype)
+        return jnp.concatenate([z, a[0, 1:, 0], jnp.zeros((2 * n_b,), a.dtype)])[None]
+
+    def pointwise(f, d, rows):
+        u, first, second = f
+        k = jnp.asarray(kind)[rows]
+        # R(u) only where it is used: the other rows' values may lie anywhere (u = 1 at the inflow)
+        r_pde = first - T * D / solvers.retardation(jnp.where(k == 0, u, 0.5)) * second
+        r = jnp.select([k == 0, k == 1, k == 2], [r_pde, u - d[0], u - 1.0], u + D * first)
+        return jnp.asarray(scale, u.dtype)[rows] * r
+
+    return GridResidual(linear, data, pointwise, np.concatenate(list(parts.values())), terms, (nx, nt))
+
+
+def diffusion_sorption_pairs(
+    key: PRNGKeyArray, batch: int, s: int, nt: int = 51, T: float = 500.0, modes: int = 4
+) -> tuple[Float[Array, "b 1 s nt"], Float[Array, "b 1 s nt"]]:
+    """Random initial states ``u0`` and their diffusion–sorption trajectories on the ``(s, nt)`` grid.
+
+    ``u0`` is a smooth random profile in ``[0, 0.2]`` (PDEBench's range; PDEBench draws every node
+    independently, which finite differences in time cannot follow on a coarse grid): ``g(x) = sum_k c_k
+    sin(k pi x + phi_k) / k`` over ``k <= modes`` with ``c_k ~ N(0, 1)``, ``phi_k ~ U(0, 2 pi)``, mapped
+    affinely onto ``[0, 0.2]``; its node at ``x = 0`` is set to the inflow value 1. The trajectory comes from
+    the method of lines on the same nodes (:func:`pdejax.solvers.diffusion_sorption`, Kvaerno5,
+    rtol 1e-8), saved at the ``nt`` equally spaced times of ``[0, T]``.
+
+    Returns:
+        ``(a, u)``: ``a`` is ``u0`` broadcast over time, both ``(batch, 1, s, nt)``.
+    """
+    kc, kp = jax.random.split(key)
+    x = jnp.linspace(0.0, 1.0, s)
+    k = jnp.arange(1, modes + 1)
+    c = jax.random.normal(kc, (batch, modes))
+    phi = jax.random.uniform(kp, (batch, modes), maxval=2 * jnp.pi)
+    g = jnp.einsum("bk,bkx->bx", c / k, jnp.sin(k[None, :, None] * jnp.pi * x[None, None] + phi[..., None]))
+    lo, hi = g.min(axis=1, keepdims=True), g.max(axis=1, keepdims=True)
+    u0 = (0.2 * (g - lo) / (hi - lo)).at[:, 0].set(1.0)
+    system = solvers.diffusion_sorption(n=s)
+    times = jnp.linspace(0.0, T, nt)
+    traj = jax.vmap(lambda v: solvers.solve_mol(system, v, times))(u0)  # (b, nt, s)
+    u = jnp.swapaxes(traj, 1, 2)[:, None]
+    a = jnp.broadcast_to(u0[:, None, :, None], u.shape)
+    return a, u
+
+
+# -------------------------------------------------------------------------------- the constraint layer
+def _expert_weights(points: np.ndarray, grid: tuple[int, ...], counts: tuple[int, ...], overlap: float) -> np.ndarray:
+    """``(n_points, K)`` partition of unity over the experts at grid indices ``points``: per axis, piece ``p``
+    of ``c`` has weight ``s(i - e_p) - s(i - e_{p+1})`` with interfaces ``e_p`` halfway between the blocks'
+    cells (``e_0 = -inf``, ``e_c = +inf``) and ``s`` a linear ramp from 0 to 1 over ``2 * overlap`` cells
+    (a step when ``overlap = 0``: each point belongs to its block's expert alone); the product over axes,
+    flattened row-major over the pieces."""
+    out = np.ones((points.shape[0], 1))
+    for axis, (n, c) in enumerate(zip(grid, counts)):
+        i = points[:, axis].astype(float)[:, None]
+        e = np.concatenate([[-np.inf], np.arange(1, c) * n / c - 0.5, [np.inf]])
+        z = i - e[None]
+        ramp = np.clip(0.5 + z / (2 * overlap), 0.0, 1.0) if overlap > 0 else (z > 0).astype(float)
+        ramp[:, 0], ramp[:, -1] = 1.0, 0.0
+        w = ramp[:, :-1] - ramp[:, 1:]
+        out = (out[:, :, None] * w[:, None, :]).reshape(points.shape[0], -1)
+    return out
+
+
+class _Frozen:
+    """A NumPy array held as static data (hashed by identity: never traced, never trained)."""
+
+    def __init__(self, value: np.ndarray):
+        self.value = value
+
+    def __hash__(self):
+        return id(self.value)
+
+    def __eq__(self, other):
+        return isinstance(other, _Frozen) and other.value is self.value
+
+
+class HardConstrainedOperator(eqx.Module):
+    """A PI-HC neural operator (Chalapathi, Du & Krishnapriyan, ICLR 2024): ``u = sum_n w_n*(a) b_n(a)``.
+
+    The backbone (an FNO) maps the input ``a`` to ``N`` basis fields ``b_n`` on the grid; for each sample
+    the coefficients ``w*`` minimise the squared constraint rows ``r(sum_n w_n b_n, a)`` (the PDE, initial
+    and boundary rows of a :class:`GridResidual`) plus ``ridge ||w||^2``, by Levenberg–Marquardt
+    (optimistix, linear solves by lineax), differentiated by the implicit function theorem (never by
+    unrolling). The rows' linear features are tabulated on the basis once per sample, so each solver
+    iteration costs dot products only. With ``experts`` the grid is split into index blocks
+    (``experts[a]`` pieces along axis ``a``); expert ``k`` solves for its own ``w_k`` from the rows whose
+    points lie in its block and weights the basis there (PI-HC-MoE); the experts' solves are independent,
+    smaller, and batched with ``vmap``.
+
+    Attributes:
+        net: backbone ``(c_in, *grid) -> (N, *grid)`` (``batched`` method or vmappable).
+        residual: the constraint rows; experts: pieces per grid axis.
+        rtol, atol, max_steps, ridge: Levenberg–Marquardt settings (defaults: 1e-4, 1e-4, 100 and 1e-8,
+            the PI-HC code's values).
+
+    ``overlap`` (grid cells, default 0: a hard partition as in the paper) widens each block by that many
+    cells on each side: the expert also constrains the rows there, and the field blends neighbouring
+    experts' fields with weights that ramp linearly across the ``2 * overlap`` cells around the interface
+    (a partition of unity), so the assembled field has no jump there. ``shared`` gives every expert all
+    initial and boundary rows besides its PDE rows, wherever they lie (the PI-HC code's choice for
+    diffusion–sorption; measured worse here, so off by default).
+
+    ``n_constraint`` keeps a fixed random subset (``seed``) of that many PDE rows in total for the solves
+    (divided among the experts; default all); the initial and boundary rows are always constrained. The
+    training loss (:func:`grid_physics`) still sees every row.
+    """
+
+    net: eqx.Module
+    residual: GridResidual = eqx.field(static=True)
+    experts: tuple[int, ...] = eqx.field(static=True)
+    _rows: _Frozen = eqx.field(static=True)
+    _owner: _Frozen = eqx.field(static=True)
+    rtol: float = eqx.field(static=True, default=1e-4)
+    atol: float = eqx.field(static=True, default=1e-4)
+    max_steps: int = eqx.field(static=True, default=100)
+    ridge: float = eqx.field(static=True, default=1e-8)
+
+    def __init__(
+        self,
+        net: eqx.Module,
+        residual: GridResidual,
+        experts: tuple[int, ...] | None = None,
+        *,
+        rtol: float = 1e-4,
+        atol: float = 1e-4,
+        max_steps: int = 100,
+        ridge: float = 1e-8,
+        n_constraint: int | None = None,
+        seed: int = 0,
+        shared: bool = False,
+        overlap: float = 0.0,
+    ):
+        grid = residual.grid
+        experts = tuple(int(c) for c in (experts or (1,) * len(grid)))
+        if len(experts) != len(grid) or any(c < 1 or c > n for c, n in zip(experts, grid)):
+            raise ValueError(f"experts needs one piece count in [1, n] per grid axis {grid}, got {experts}")
+        if max_steps < 1 or ridge < 0 or not (rtol > 0 and atol > 0):
+            raise ValueError(
+                f"need max_steps >= 1, ridge >= 0, rtol, atol > 0; got {max_steps}, {ridge}, {rtol}, {atol}"
+            )
+        k = math.prod(experts)
+        if overlap < 0:
+            raise ValueError(f"overlap must be >= 0, got {overlap}")
+        # an expert constrains the rows where its weight is positive: its block, widened by the overlap
+        mine = _expert_weights(residual.where, grid, experts, overlap) > 0
+        pde = residual.terms["pde"]
+        is_pde = (np.arange(residual.rows) >= pde.start) & (np.arange(residual.rows) < pde.stop)
+        if shared:  # every expert also meets the initial and boundary rows, wherever they lie
+            rows = [np.flatnonzero((mine[:, e] & is_pde) | ~is_pde) for e in range(k)]
+        else:
+            rows = [np.flatnonzero(mine[:, e]) for e in range(k)]
+        if n_constraint is not None:
+            # a fixed random subset of each expert's PDE rows (its share of n_constraint); the initial and
+            # boundary rows are always kept, as the PI-HC code samples interior points only
+            if n_constraint < k:
+                raise ValueError(f"n_constraint={n_constraint} gives no PDE row to some of the {k} experts")
+            rng = np.random.default_rng(seed)
+            keep = []
+            for r in rows:
+                inner = r[(r >= pde.start) & (r < pde.stop)]
+                pick = rng.choice(inner, min(len(inner), n_constraint // k), replace=False)
+                keep.append(np.sort(np.concatenate([pick, r[(r < pde.start) | (r >= pde.stop)]])))
+            rows = keep
+        if any(len(r) == 0 for r in rows):
+            raise ValueError(f"experts {experts}: some expert's block holds no constraint rows")
+        longest = max(len(r) for r in rows)
+        self.net = net
+        self.residual = residual
+        self.experts = experts
+        # each expert's rows, padded to equal length with -1 (rows that are zero) so the solves vmap
+        self._rows = _Frozen(np.stack([np.pad(r, (0, longest - len(r)), constant_values=-1) for r in rows]))
+        idx = np.stack(np.meshgrid(*[np.arange(n) for n in grid], indexing="ij"), -1).reshape(-1, len(grid))
+        self._owner = _Frozen(_expert_weights(idx, grid, experts, overlap).reshape(grid + (k,)))
+        self.rtol, self.atol, self.max_steps, self.ridge = rtol, atol, max_steps, ridge
+
+    @property
+    def n_experts(self) -> int:
+        return math.prod(self.experts)
+
+    def basis(self, a: Float[Array, "b cin *grid"], x: Float[Array, "*grid d"]) -> Float[Array, "b N *grid"]:
+        """The backbone's basis fields for a batch."""
+        from ._train import apply_batch
+
+        return apply_batch(self.net, a, x)
+
+    def coefficients(
+        self, b: Float[Array, " N *grid"], a: Float[Array, " cin *grid"], adjoint: optx.AbstractAdjoint | None = None
+    ) -> tuple[Float[Array, "K N"], ConstraintStats]:
+        """Each expert's solved coefficients for one sample's basis ``b`` and input ``a``, and the solves' stats
+        (``adjoint=optx.RecursiveCheckpointAdjoint()`` differentiates by unrolling instead, for comparison)."""
+        res = self.residual
+        tables = jax.vmap(res.linear)(b)  # (N, F, m): every row's features of every basis field
+        # a diverged basis (NaN weights) would make lineax raise inside the jitted step: solve on zeros and
+        # return NaN coefficients instead, so the loss turns NaN and the trainer reports the divergence
+        finite = jnp.all(jnp.isfinite(tables))
+        tables = jnp.where(finite, tables, 0.0)
+        data = res.data(a)
+        n = b.shape[0]
+
+        def rows(w, args):
+            tab, d, sel = args
+            f = jnp.einsum("nfk,n->fk", tab, w)
+            r = jnp.where(sel >= 0, res.pointwise(f, d, jnp.maximum(sel, 0)), 0.0)
+            # a learned basis can be nearly collinear: the ridge keeps w* unique and the adjoint solvable
+            return jnp.concatenate([r, math.sqrt(self.ridge) * w]) if self.ridge else r
+
+        def one(sel):
+            args = (tables[:, :, jnp.maximum(sel, 0)], data[:, jnp.maximum(sel, 0)], sel)
+            sol = optx.least_squares(
+                rows,
+                optx.LevenbergMarquardt(rtol=self.rtol, atol=self.atol),
+                jnp.zeros((n,), b.dtype),
+                args=args,
+                max_steps=self.max_steps,
+                throw=False,
+                # the optimality condition's Jacobian can be singular in float32 (an expert whose block
+                # holds no boundary row relies on the ridge alone): a pseudo-inverse (SVD) instead of LU
+                adjoint=adjoint or optx.ImplicitAdjoint(linear_solver=lx.SVD()),
+            )
+            w = jnp.where(finite, sol.value, jnp.nan)
+            r = rows(jax.lax.stop_gradient(w), jax.lax.stop_gradient(args))
+            rms = jnp.sqrt(jnp.sum(r**2))
+            ok = jnp.all(jnp.isfinite(w)) & (sol.result == optx.RESULTS.successful)
+            return w, ConstraintStats(sol.stats["num_steps"], rms, ok)
+
+        return jax.vmap(one)(jnp.asarray(self._rows.value))
+
+    def combine(self, b: Float[Array, " N *grid"], w: Float[Array, "K N"]) -> Float[Array, "*grid"]:
+        """The field: at each grid point the basis weighted by its experts' coefficients (one expert's, or
+        near an interface within the overlap a blend of its neighbours')."""
+        return jnp.einsum("n...,...k,kn->...", b, jnp.asarray(self._owner.value, b.dtype), w)
+
+    def solve(
+        self, a: Float[Array, "b cin *grid"], x: Float[Array, "*grid d"]
+    ) -> tuple[Float[Array, "b 1 *grid"], ConstraintStats]:
+        """Constrained fields for a batch and the per-sample, per-expert solve stats (``(b, K)`` each;
+        ``residual`` is the root of the expert's squared rows, its share of the physics loss)."""
+        bases = self.basis(a, x)
+        w, stats = jax.vmap(self.coefficients)(bases, a)
+        return jax.vmap(self.combine)(bases, w)[:, None], stats
+
+    def batched(self, a: Float[Array, "b cin *grid"], x: Float[Array, "*grid d"]) -> Float[Array, "b 1 *grid"]:
+        """Constrained fields for a batch (the operator trainer's call)."""
+        return self.solve(a, x)[0]
+
+    def __call__(self, a: Float[Array, " cin *grid"], x: Float[Array, "*grid d"]) -> Float[Array, " 1 *grid"]:
+        return self.batched(a[None], x)[0]
+
+
+def grid_physics(residual: GridResidual) -> Callable[[Array, Array], Array]:
+    """The per-sample physics loss ``(a, u) -> sum(r(u[0], a)**2)`` of a :class:`GridResidual`."""
+
+    def physics(a, u):
+        return jnp.sum(residual(u[0], a) ** 2)
+
+    return physics

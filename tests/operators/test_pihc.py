@@ -1,0 +1,194 @@
+"""PI-HC neural operators on a grid: residual rows, constraint solves (experts, subsets), implicit gradients."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optimistix as optx
+import pytest
+
+from pdejax.operators import FNO
+from pdejax.operators._pihc import (
+    GridResidual,
+    HardConstrainedOperator,
+    diffusion_sorption_grid,
+    diffusion_sorption_pairs,
+    diffusion_sorption_residual,
+    grid_physics,
+)
+from pdejax.solvers import retardation
+
+D, T = 5e-4, 500.0
+
+
+def test_diffusion_sorption_rows_are_exact_on_quadratics():
+    # centred, one-sided second-order and backward second-order differences are exact on quadratics, so
+    # every row equals its analytic value to rounding
+    nx, nt = 9, 6
+    res = diffusion_sorption_residual(nx, nt, D, T)
+    g = diffusion_sorption_grid(nx, nt)
+    x, tau = g[..., 0], g[..., 1]
+    u = 0.3 + 0.2 * x**2 + 0.1 * tau**2 + 0.05 * x * tau
+    u0 = np.broadcast_to((0.3 + 0.2 * x[:, 0] ** 2)[:, None] + 0.01, (nx, nt))[None]
+    r = np.asarray(res(jnp.asarray(u), jnp.asarray(u0)))
+    i, j = res.where[:, 0], res.where[:, 1]
+    xv, tv, uv = x[i, j], tau[i, j], u[i, j]
+    exact = {
+        "pde": (0.2 * tv + 0.05 * xv) - T * D / np.asarray(retardation(jnp.asarray(uv))) * 0.4,
+        "ic": uv - (0.3 + 0.2 * xv**2 + 0.01),
+        "inflow": uv - 1.0,
+        "outflow": uv + D * (0.4 * xv + 0.05 * tv),
+    }
+    for name, s in res.terms.items():
+        np.testing.assert_allclose(r[s] * np.sqrt(s.stop - s.start), exact[name][s], rtol=1e-10, atol=1e-12)
+    assert sorted(res.terms) == ["ic", "inflow", "outflow", "pde"] and res.rows == (nx - 2) * (nt - 1) + (
+        nx - 1
+    ) + 2 * (nt - 1)
+
+
+def test_diffusion_sorption_pairs_meet_their_rows_up_to_discretisation():
+    a, u = jax.jit(lambda k: diffusion_sorption_pairs(k, 2, 16, 11))(jax.random.PRNGKey(0))
+    assert a.shape == u.shape == (2, 1, 16, 11)
+    u0 = np.asarray(a[:, 0, :, 0])
+    assert np.all(u0[:, 1:] >= 0) and np.all(u0[:, 1:] <= 0.2 + 1e-12) and np.all(u0[:, 0] == 1.0)
+    np.testing.assert_allclose(u[:, 0, :, 0], u0)  # the trajectory starts at u0
+    res = diffusion_sorption_residual(16, 11, D, T)
+    r = np.asarray(jax.vmap(res)(u[:, 0], a))
+    np.testing.assert_allclose(r[:, res.terms["inflow"]], 0.0, atol=1e-12)
+    # the reference's own Robin closure (ghost node) differs from the rows' one-sided u_x by O(h^2)
+    assert np.abs(r[:, res.terms["outflow"]]).max() < 1e-4
+    # away from the start-up corner (first two time rows) the PDE rows are ~1% of those of u0 held still
+    pde = r[:, res.terms["pde"]].reshape(2, 14, 10)[:, :, 2:]
+    still = np.asarray(jax.vmap(res)(a[:, 0], a))[:, res.terms["pde"]].reshape(2, 14, 10)[:, :, 2:]
+    assert np.sqrt(np.mean(pde**2)) < 0.02 * np.sqrt(np.mean(still**2))
+
+
+def _fit_rows(nx=6, nt=4):
+    """Rows ``u - target`` at every node (a linear least-squares fit), for exact comparisons."""
+    where = np.stack(np.meshgrid(np.arange(nx), np.arange(nt), indexing="ij"), -1).reshape(-1, 2)
+    return GridResidual(
+        linear=lambda u: u.reshape(1, -1),
+        data=lambda a: a[0].reshape(1, -1),
+        pointwise=lambda f, d, rows: f[0] - d[0],
+        where=where,
+        terms={"pde": slice(0, nx * nt)},
+        grid=(nx, nt),
+    )
+
+
+class _Fixed(eqx.Module):
+    """A 'backbone' that returns fixed basis fields (so the solve can be checked exactly)."""
+
+    b: jax.Array
+
+    def __call__(self, a, x):
+        return self.b + 0.0 * a[0]
+
+
+def test_experts_solve_their_own_blocks_exactly():
+    nx, nt, n = 6, 4, 3
+    res = _fit_rows(nx, nt)
+    key = jax.random.PRNGKey(1)
+    b = jax.random.normal(key, (n, nx, nt))
+    target = jax.random.normal(jax.random.fold_in(key, 1), (1, nx, nt))
+    x = jnp.zeros((nx, nt, 2))
+    grid_blocks = [np.s_[2 * i : 2 * i + 2, 2 * j : 2 * j + 2] for i in range(3) for j in range(2)]
+    for experts, blocks in (((1, 1), [np.s_[:, :]]), ((2, 1), [np.s_[:3, :], np.s_[3:, :]]), ((3, 2), grid_blocks)):
+        op = HardConstrainedOperator(_Fixed(b), res, experts, rtol=1e-12, atol=1e-14, ridge=0.0)
+        u, stats = eqx.filter_jit(lambda o: o.solve(target[None], x))(op)
+        assert stats.converged.shape == (1, len(blocks)) and bool(jnp.all(stats.converged))
+        for blk in blocks:
+            A = np.asarray(b)[(slice(None),) + blk].reshape(n, -1).T
+            w, *_ = np.linalg.lstsq(A, np.asarray(target[0])[blk].ravel(), rcond=None)
+            np.testing.assert_allclose(np.asarray(u[0, 0])[blk].ravel(), A @ w, atol=1e-10)
+
+
+def test_constraint_subset_keeps_boundary_rows_and_divides_pde_rows():
+    res = diffusion_sorption_residual(16, 6, D, T)
+    net = _Fixed(jnp.zeros((2, 16, 6)))
+    pde = res.terms["pde"]
+    boundary = set(range(res.rows)) - set(range(pde.start, pde.stop))
+    for shared in (False, True):
+        op = HardConstrainedOperator(net, res, (4, 1), n_constraint=20, seed=3, shared=shared)
+        rows = op._rows.value
+        for k in range(4):
+            r = rows[k][rows[k] >= 0]
+            assert np.sum((r >= pde.start) & (r < pde.stop)) == 5 and len(set(r)) == len(r)
+            owned = set(np.flatnonzero(res.where[:, 0] * 4 // 16 == k))
+            assert set(r) - boundary <= owned  # its PDE rows lie in its block
+            assert set(r) & boundary == (boundary if shared else boundary & owned)
+    with pytest.raises(ValueError, match="experts"):
+        HardConstrainedOperator(net, res, (4,))
+    with pytest.raises(ValueError, match="no PDE row"):
+        HardConstrainedOperator(net, res, (4, 1), n_constraint=3)
+
+
+def _small(nx=8, nt=5, n=4, key=0):
+    res = diffusion_sorption_residual(nx, nt, D, T)
+    net = FNO(1, n, (3, 3), 4, 1, proj=8, key=jax.random.PRNGKey(key))
+    a, _ = diffusion_sorption_pairs(jax.random.PRNGKey(5), 1, nx, nt)
+    x = jnp.asarray(diffusion_sorption_grid(nx, nt))
+    return res, net, a, x
+
+
+def test_constraint_layer_gradient_is_implicit_and_matches_unrolled_and_finite_differences():
+    # two experts (one expert is the same code with one block); the unrolled gradient differentiates
+    # through every Levenberg-Marquardt iteration, the implicit one solves one linear system at the solution
+    res, net, a, x = _small()
+    op = HardConstrainedOperator(net, res, (2, 1), rtol=1e-12, atol=1e-14, max_steps=40, ridge=1e-6)
+    physics = grid_physics(res)
+    params, static = eqx.partition(op, eqx.is_inexact_array)
+
+    def loss(p, adjoint=None):
+        m = eqx.combine(p, static)
+        b = m.basis(a, x)[0]
+        w, _ = m.coefficients(b, a[0], adjoint)
+        return physics(a[0], m.combine(b, w)[None])
+
+    g_imp = jax.jit(jax.grad(loss))(params)
+    g_unr = jax.jit(jax.grad(lambda p: loss(p, optx.RecursiveCheckpointAdjoint())))(params)
+    flat_i, unravel = jax.flatten_util.ravel_pytree(g_imp)
+    flat_u, _ = jax.flatten_util.ravel_pytree(g_unr)
+    np.testing.assert_allclose(flat_i, flat_u, rtol=1e-6, atol=1e-9 * np.abs(flat_u).max())
+    # central finite differences along a random direction
+    flat_p, unravel_p = jax.flatten_util.ravel_pytree(params)
+    v = jax.random.normal(jax.random.PRNGKey(9), flat_p.shape)
+    f = jax.jit(lambda s: loss(unravel_p(flat_p + s * v)))
+    eps = 1e-5
+    fd = (f(eps) - f(-eps)) / (2 * eps)
+    np.testing.assert_allclose(float(flat_i @ v), float(fd), rtol=1e-5)
+
+
+def test_unconverged_solves_are_reported_in_the_stats():
+    res, net, a, x = _small()
+    op = HardConstrainedOperator(net, res, (2, 1), rtol=1e-12, atol=1e-14, max_steps=1)
+    _, stats = eqx.filter_jit(lambda o: o.solve(a, x))(op)
+    assert stats.steps.shape == (1, 2) and not bool(jnp.any(stats.converged))
+    assert np.all(np.asarray(stats.steps) == 1) and np.all(np.asarray(stats.residual) > 0)
+
+
+def test_overlapping_experts_blend_their_fits_with_a_partition_of_unity():
+    from pdejax.operators._pihc import _expert_weights
+
+    pts = np.stack(np.meshgrid(np.arange(12), np.arange(5), indexing="ij"), -1).reshape(-1, 2)
+    for counts, ov in (((3, 1), 0.0), ((3, 1), 1.5), ((2, 2), 1.0)):
+        wts = _expert_weights(pts, (12, 5), counts, ov)
+        assert wts.shape == (60, np.prod(counts)) and np.all(wts >= 0)
+        np.testing.assert_allclose(wts.sum(1), 1.0, atol=1e-15)
+        if ov == 0:  # a hard partition: each point belongs to the block holding its index
+            assert np.all(wts.max(1) == 1.0) and np.all(np.argmax(wts, 1) == pts[:, 0] // 4)
+    nx, nt, n = 6, 4, 3
+    res = _fit_rows(nx, nt)
+    key = jax.random.PRNGKey(4)
+    b = jax.random.normal(key, (n, nx, nt))
+    target = jax.random.normal(jax.random.fold_in(key, 1), (1, nx, nt))
+    op = HardConstrainedOperator(_Fixed(b), res, (2, 1), rtol=1e-12, atol=1e-14, ridge=0.0, overlap=1.0)
+    u, _ = eqx.filter_jit(lambda o: o.solve(target[None], jnp.zeros((nx, nt, 2))))(op)
+    # interface at x index 2.5, ramp over [1.5, 3.5]: expert 0 fits x <= 3, expert 1 fits x >= 2
+    fits = []
+    for blk in (np.s_[:4], np.s_[2:]):
+        A = np.asarray(b)[:, blk].reshape(n, -1).T
+        w, *_ = np.linalg.lstsq(A, np.asarray(target[0])[blk].ravel(), rcond=None)
+        fits.append(np.tensordot(w, np.asarray(b), 1))
+    s1 = np.clip(0.5 + (np.arange(nx) - 2.5) / 2, 0, 1)[:, None]
+    np.testing.assert_allclose(np.asarray(u[0, 0]), (1 - s1) * fits[0] + s1 * fits[1], atol=1e-10)
