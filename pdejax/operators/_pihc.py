@@ -15,7 +15,8 @@ import optimistix as optx
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .. import solvers
-from ..pinns._hard import ConstraintStats
+from ..pinns._hard import ConstraintStats, _Points
+from ._train import apply_batch
 
 
 # -------------------------------------------------------------------------------- the grid residual
@@ -174,19 +175,6 @@ def _expert_weights(points: np.ndarray, grid: tuple[int, ...], counts: tuple[int
     return out
 
 
-class _Frozen:
-    """A NumPy array held as static data (hashed by identity: never traced, never trained)."""
-
-    def __init__(self, value: np.ndarray):
-        self.value = value
-
-    def __hash__(self):
-        return id(self.value)
-
-    def __eq__(self, other):
-        return isinstance(other, _Frozen) and other.value is self.value
-
-
 class HardConstrainedOperator(eqx.Module):
     """A PI-HC neural operator (Chalapathi, Du & Krishnapriyan, ICLR 2024): ``u = sum_n w_n*(a) b_n(a)``.
 
@@ -221,8 +209,8 @@ class HardConstrainedOperator(eqx.Module):
     net: eqx.Module
     residual: GridResidual = eqx.field(static=True)
     experts: tuple[int, ...] = eqx.field(static=True)
-    _rows: _Frozen = eqx.field(static=True)
-    _owner: _Frozen = eqx.field(static=True)
+    _rows: _Points = eqx.field(static=True)
+    _owner: _Points = eqx.field(static=True)
     rtol: float = eqx.field(static=True, default=1e-4)
     atol: float = eqx.field(static=True, default=1e-4)
     max_steps: int = eqx.field(static=True, default=100)
@@ -281,9 +269,9 @@ class HardConstrainedOperator(eqx.Module):
         self.residual = residual
         self.experts = experts
         # each expert's rows, padded to equal length with -1 (rows that are zero) so the solves vmap
-        self._rows = _Frozen(np.stack([np.pad(r, (0, longest - len(r)), constant_values=-1) for r in rows]))
+        self._rows = _Points(np.stack([np.pad(r, (0, longest - len(r)), constant_values=-1) for r in rows]))
         idx = np.stack(np.meshgrid(*[np.arange(n) for n in grid], indexing="ij"), -1).reshape(-1, len(grid))
-        self._owner = _Frozen(_expert_weights(idx, grid, experts, overlap).reshape(grid + (k,)))
+        self._owner = _Points(_expert_weights(idx, grid, experts, overlap).reshape(grid + (k,)))
         self.rtol, self.atol, self.max_steps, self.ridge = rtol, atol, max_steps, ridge
 
     @property
@@ -292,8 +280,6 @@ class HardConstrainedOperator(eqx.Module):
 
     def basis(self, a: Float[Array, "b cin *grid"], x: Float[Array, "*grid d"]) -> Float[Array, "b N *grid"]:
         """The backbone's basis fields for a batch."""
-        from ._train import apply_batch
-
         return apply_batch(self.net, a, x)
 
     def coefficients(
@@ -336,12 +322,12 @@ class HardConstrainedOperator(eqx.Module):
             ok = jnp.all(jnp.isfinite(w)) & (sol.result == optx.RESULTS.successful)
             return w, ConstraintStats(sol.stats["num_steps"], rms, ok)
 
-        return jax.vmap(one)(jnp.asarray(self._rows.value))
+        return jax.vmap(one)(jnp.asarray(self._rows.data))
 
     def combine(self, b: Float[Array, " N *grid"], w: Float[Array, "K N"]) -> Float[Array, "*grid"]:
         """The field: at each grid point the basis weighted by its experts' coefficients (one expert's, or
         near an interface within the overlap a blend of its neighbours')."""
-        return jnp.einsum("n...,...k,kn->...", b, jnp.asarray(self._owner.value, b.dtype), w)
+        return jnp.einsum("n...,...k,kn->...", b, jnp.asarray(self._owner.data, b.dtype), w)
 
     def solve(
         self, a: Float[Array, "b cin *grid"], x: Float[Array, "*grid d"]

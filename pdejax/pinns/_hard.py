@@ -102,9 +102,10 @@ class BasisField(eqx.Module):
 
 
 class _Points:
-    """Constraint points held as static data (hashed by identity, so never traced or trained)."""
+    """NumPy data held as a static field (hashed by identity, so never traced or trained): the PI-HC
+    constraint points here, the grid operator's row indices and expert weights in ``operators._pihc``."""
 
-    def __init__(self, data: dict[str, np.ndarray]):
+    def __init__(self, data):
         self.data = data
 
     def __hash__(self):

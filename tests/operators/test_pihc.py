@@ -110,7 +110,7 @@ def test_constraint_subset_keeps_boundary_rows_and_divides_pde_rows():
     boundary = set(range(res.rows)) - set(range(pde.start, pde.stop))
     for shared in (False, True):
         op = HardConstrainedOperator(net, res, (4, 1), n_constraint=20, seed=3, shared=shared)
-        rows = op._rows.value
+        rows = op._rows.data
         for k in range(4):
             r = rows[k][rows[k] >= 0]
             assert np.sum((r >= pde.start) & (r < pde.stop)) == 5 and len(set(r)) == len(r)
