@@ -15,7 +15,7 @@ import optimistix as optx
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .. import solvers
-from ..pinns._hard import ConstraintStats, _Points
+from ..pinns._hard import ConstraintStats, _Points, shard_experts, zeros_unless_finite
 from ._train import apply_batch
 
 
@@ -186,7 +186,8 @@ class HardConstrainedOperator(eqx.Module):
     iteration costs dot products only. With ``experts`` the grid is split into index blocks
     (``experts[a]`` pieces along axis ``a``); expert ``k`` solves for its own ``w_k`` from the rows whose
     points lie in its block and weights the basis there (PI-HC-MoE); the experts' solves are independent,
-    smaller, and batched with ``vmap``.
+    smaller, batched with ``vmap``, and with several devices sharded over them (``jax.sharding``, one
+    block of experts per device; as many devices as divide the number of experts).
 
     Attributes:
         net: backbone ``(c_in, *grid) -> (N, *grid)`` (``batched`` method or vmappable).
@@ -289,10 +290,8 @@ class HardConstrainedOperator(eqx.Module):
         (``adjoint=optx.RecursiveCheckpointAdjoint()`` differentiates by unrolling instead, for comparison)."""
         res = self.residual
         tables = jax.vmap(res.linear)(b)  # (N, F, m): every row's features of every basis field
-        # a diverged basis (NaN weights) would make lineax raise inside the jitted step: solve on zeros and
-        # return NaN coefficients instead, so the loss turns NaN and the trainer reports the divergence
-        finite = jnp.all(jnp.isfinite(tables))
-        tables = jnp.where(finite, tables, 0.0)
+        # a diverged basis gives NaN coefficients, so the loss turns NaN and the trainer reports it
+        tables, finite = zeros_unless_finite(tables)
         data = res.data(a)
         n = b.shape[0]
 
@@ -322,7 +321,9 @@ class HardConstrainedOperator(eqx.Module):
             ok = jnp.all(jnp.isfinite(w)) & (sol.result == optx.RESULTS.successful)
             return w, ConstraintStats(sol.stats["num_steps"], rms, ok)
 
-        return jax.vmap(one)(jnp.asarray(self._rows.data))
+        # with several devices, the experts' solves are placed one block of experts per device
+        k = self.n_experts
+        return shard_experts(jax.vmap(one)(shard_experts(jnp.asarray(self._rows.data), k)), k)
 
     def combine(self, b: Float[Array, " N *grid"], w: Float[Array, "K N"]) -> Float[Array, "*grid"]:
         """The field: at each grid point the basis weighted by its experts' coefficients (one expert's, or

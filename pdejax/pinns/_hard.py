@@ -192,6 +192,15 @@ def constraint_residuals(
     return jnp.concatenate(parts)
 
 
+def zeros_unless_finite(tree):
+    """``(tree, finite)``: ``tree`` unchanged when all its arrays are finite, else all zeros, and whether it was.
+
+    Non-finite basis tables (diverged network weights) would make lineax raise inside a jitted training
+    step; a constraint layer solves on zeros instead and marks its coefficients as failed."""
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree_util.tree_leaves(tree)]))
+    return jax.tree_util.tree_map(lambda v: jnp.where(finite, v, 0.0), tree), finite
+
+
 def solve_coefficients(
     problem: Problem,
     basis: BasisField,
@@ -231,10 +240,8 @@ def solve_coefficients(
     """
     given = dict(tables or {})
     tables = {**given, **tabulate(problem, basis, {k: v for k, v in points.items() if k not in given})}
-    # non-finite basis values (diverged weights) would make lineax raise inside the jitted step; solve on
-    # zeros instead and report the failure through the stats (the caller turns it into NaN)
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in jax.tree_util.tree_leaves(tables)]))
-    tables = jax.tree_util.tree_map(lambda v: jnp.where(finite, v, 0.0), tables)
+    # the failure is reported through the stats (the caller turns it into NaN)
+    tables, finite = zeros_unless_finite(tables)
     n = basis.size
     dtype = next(iter(points.values())).dtype
     w0 = jnp.zeros((n,), dtype) if w0 is None else w0

@@ -131,6 +131,7 @@ def _small(nx=8, nt=5, n=4, key=0):
     return res, net, a, x
 
 
+@pytest.mark.long
 def test_constraint_layer_gradient_is_implicit_and_matches_unrolled_and_finite_differences():
     # two experts (one expert is the same code with one block); the unrolled gradient differentiates
     # through every Levenberg-Marquardt iteration, the implicit one solves one linear system at the solution
@@ -192,3 +193,42 @@ def test_overlapping_experts_blend_their_fits_with_a_partition_of_unity():
         fits.append(np.tensordot(w, np.asarray(b), 1))
     s1 = np.clip(0.5 + (np.arange(nx) - 2.5) / 2, 0, 1)[:, None]
     np.testing.assert_allclose(np.asarray(u[0, 0]), (1 - s1) * fits[0] + s1 * fits[1], atol=1e-10)
+
+
+_SHARDED = """
+import equinox as eqx, jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_enable_x64", True)
+from pdejax.operators import FNO
+from pdejax.operators._pihc import (HardConstrainedOperator, diffusion_sorption_grid, diffusion_sorption_pairs,
+                                    diffusion_sorption_residual, grid_physics)
+res = diffusion_sorption_residual(8, 5)
+net = FNO(1, 4, (3, 3), 4, 1, proj=8, key=jax.random.PRNGKey(0))
+a, _ = diffusion_sorption_pairs(jax.random.PRNGKey(5), 2, 8, 5)
+x = jnp.asarray(diffusion_sorption_grid(8, 5))
+op = HardConstrainedOperator(net, res, (4, 1), rtol=1e-10, atol=1e-12, max_steps=50, ridge=1e-6)
+w, _ = eqx.filter_jit(lambda o: jax.vmap(o.coefficients)(o.basis(a, x), a))(op)
+p, s = eqx.partition(op, eqx.is_inexact_array)
+loss = lambda p: jnp.mean(jax.vmap(grid_physics(res))(a, eqx.combine(p, s).batched(a, x)))
+g = jax.flatten_util.ravel_pytree(jax.jit(jax.grad(loss))(p))[0]
+np.savez(OUT, w=np.asarray(w), g=np.asarray(g), devices=len(w.sharding.device_set), n=jax.device_count())
+"""
+
+
+@pytest.mark.long
+def test_operator_experts_shard_one_per_device_and_match_the_single_device_run(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    procs = {}
+    for n in (1, 4):  # both processes at once: each is mostly single-threaded compilation
+        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "JAX_PLATFORMS": "cpu"}
+        code = f"OUT = {str(tmp_path / f'run{n}.npz')!r}\n" + _SHARDED
+        procs[n] = subprocess.Popen([sys.executable, "-c", code], env=env)
+    assert all(p.wait() == 0 for p in procs.values())
+    runs = {n: np.load(tmp_path / f"run{n}.npz") for n in procs}
+    assert int(runs[1]["n"]) == 1 and int(runs[4]["n"]) == 4
+    assert int(runs[1]["devices"]) == 1 and int(runs[4]["devices"]) == 4  # the experts' axis over 4 devices
+    # equal up to the solver's tolerance (the sharded program orders its reductions differently)
+    np.testing.assert_allclose(runs[4]["w"], runs[1]["w"], rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(runs[4]["g"], runs[1]["g"], rtol=1e-6, atol=1e-9 * np.abs(runs[1]["g"]).max())
