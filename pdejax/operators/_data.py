@@ -297,6 +297,23 @@ class DatasetKind:
     coords: Callable[[int], np.ndarray]
 
 
+DS_OPERATOR_NT = 51  # saved times of the diffusion-sorption operator dataset
+
+
+def _pihc():
+    # imported when used: _pihc builds on the trainer, which imports this module
+    from . import _pihc
+
+    return _pihc
+
+
+def diffusion_sorption_operator_physics(a: Float[Array, "1 s nt"], u: Float[Array, "1 s nt"]) -> Float[Array, ""]:
+    """The diffusion-sorption physics loss of one (x, t) field: the sum of the PDE, IC and BC rows' mean
+    squares (:func:`pdejax.operators.diffusion_sorption_residual` on ``u``'s grid, ``a`` the initial state
+    broadcast over time)."""
+    return _pihc().grid_physics(_pihc().diffusion_sorption_residual(*u.shape[1:]))(a, u)
+
+
 def _burgers_coords(s):
     return (np.arange(s) / s)[:, None]
 
@@ -323,6 +340,12 @@ DATASETS: dict[str, DatasetKind] = {
         64,
         "2D Darcy, log-normal K -> pressure, source/sink, no-flux walls (PIDM paper)",
         _cell_coords,
+    ),
+    "diffusion_sorption_operator": DatasetKind(
+        lambda key, n, s: _pihc().diffusion_sorption_pairs(key, n, s, nt=DS_OPERATOR_NT),
+        64,
+        "1D diffusion-sorption, random u0 -> u(x, t) on an (x, t) grid of 51 times (PI-HC paper's setting)",
+        lambda s: _pihc().diffusion_sorption_grid(s, DS_OPERATOR_NT),
     ),
 }
 
@@ -416,4 +439,7 @@ def darcy_physics(a: Float[Array, "1 s s"], u: Float[Array, "1 s s"]) -> Float[A
     return jnp.sqrt(jnp.sum(z**2) / float(np.sum(zf**2)) + jnp.finfo(z.dtype).tiny)
 
 
-PHYSICS: dict[str, Callable] = {"darcy": darcy_physics}
+PHYSICS: dict[str, Callable] = {
+    "darcy": darcy_physics,
+    "diffusion_sorption_operator": diffusion_sorption_operator_physics,
+}

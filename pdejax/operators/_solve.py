@@ -14,29 +14,38 @@ from ._fno import FNO
 from ._onet import DeepONet, MultiONet
 from ._train import OperatorConfig, OperatorResult, predict_batched, train_operator
 
-OPERATOR_METHODS = ("fno", "deeponet", "multionet")
+OPERATOR_METHODS = ("fno", "deeponet", "multionet", "soft", "hc", "hc-moe")
+# physics-only operators of the PI-HC paper's setting (no solution data): an FNO trained on the physics loss
+# (soft), or giving basis fields whose coefficients a constraint solve finds per sample (hc, hc-moe)
+PIHC_METHODS = ("soft", "hc", "hc-moe")
+PIHC_DATASETS = ("diffusion_sorption_operator",)
 
 # small enough for about a minute on a laptop CPU; the FNO paper's sizes are in benchmarks/operator_accuracy.py
 OPERATOR_DEFAULTS: dict[str, dict[str, Any]] = {
     "burgers1d": dict(n_train=500, n_test=100, resolution=128, epochs=60, modes=16, width=64, depth=4),
     "darcy": dict(n_train=200, n_test=50, resolution=43, epochs=30, modes=12, width=32, depth=4),
     "darcy_lognormal": dict(n_train=200, n_test=50, resolution=32, epochs=30, modes=12, width=32, depth=4),
+    # benchmarks/pihc_operator.py's sizes (about 4 min for hc on 2 CPU cores)
+    "diffusion_sorption_operator": dict(n_train=256, n_test=64, resolution=64, epochs=30, modes=12, width=32, depth=4),
 }
+_PIHC = dict(batch_size=8, basis=16, experts=4, constraint_points=1024)  # the PI-HC methods' defaults
 _ONET = dict(width=128, depth=4)  # DeepONet/MultiONet sizes unless given
 SETTING_KEYS = (
     "method", "n_train", "n_test", "resolution", "epochs", "batch_size", "learning_rate", "width", "depth",
-    "modes", "labels", "physics_weight", "devices", "seed", "data",
+    "modes", "labels", "physics_weight", "devices", "seed", "data", "basis", "experts", "constraint_points",
 )  # fmt: skip
 
 
 def operator_settings(dataset: str, method: str = "fno", **overrides) -> dict[str, Any]:
     """Complete, validated settings of an operator run (``None`` overrides keep the defaults).
 
-    Keys: ``method`` (fno, deeponet, multionet), ``n_train``/``n_test`` samples, ``resolution`` (points per
-    axis), ``epochs``, ``batch_size``, ``learning_rate``, ``width``/``depth`` (hidden channels and Fourier
-    layers for FNO; MLP width/layers for the ONets), ``modes`` (FNO), ``labels`` (fraction of training
-    samples whose outputs are used), ``physics_weight`` (PINO residual; Darcy only), ``devices``,
-    ``seed``, ``data`` (a dataset file to read instead of generating).
+    Keys: ``method`` (fno, deeponet, multionet; on ``diffusion_sorption_operator`` also the physics-only
+    soft, hc, hc-moe), ``n_train``/``n_test`` samples, ``resolution`` (points per axis; in x for
+    diffusion-sorption), ``epochs``, ``batch_size``, ``learning_rate``, ``width``/``depth`` (hidden channels
+    and Fourier layers for FNO; MLP width/layers for the ONets), ``modes`` (FNO), ``labels`` (fraction of
+    training samples whose outputs are used), ``physics_weight`` (PINO residual), ``devices``, ``seed``,
+    ``data`` (a dataset file to read instead of generating); for hc/hc-moe ``basis`` (N basis fields),
+    ``constraint_points`` (PDE rows in the solves) and, hc-moe only, ``experts`` (blocks in x).
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown operator dataset {dataset!r}; choose one of {sorted(DATASETS)}")
@@ -45,23 +54,62 @@ def operator_settings(dataset: str, method: str = "fno", **overrides) -> dict[st
     unknown = set(overrides) - set(SETTING_KEYS)
     if unknown:
         raise ValueError(f"unknown operator settings {sorted(unknown)}; known: {SETTING_KEYS}")
+    pihc = method in PIHC_METHODS
+    if pihc and dataset not in PIHC_DATASETS:
+        raise ValueError(f"method {method!r} is a physics-only operator of {PIHC_DATASETS}, not of {dataset!r}")
     s = dict(OPERATOR_DEFAULTS[dataset], method=method, batch_size=20, learning_rate=1e-3, labels=1.0,
              physics_weight=0.0, devices=1, seed=0, data=None)  # fmt: skip
-    if method != "fno":
+    if pihc:
+        s.update(_PIHC, physics_weight=1.0, labels=0.0)
+    elif method != "fno":
         s.update(_ONET)
-    s.update({k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    extra = sorted(set(given) & set(_PIHC) - {"batch_size"})
+    if extra and not pihc:
+        raise ValueError(f"{extra}: settings of the PI-HC methods {PIHC_METHODS}, not of {method!r}")
+    if pihc and (given.get("labels") or given.get("physics_weight") == 0):
+        raise ValueError(f"{method} trains on the physics loss alone: labels and physics_weight are fixed")
+    if "experts" in given and method != "hc-moe":
+        raise ValueError("experts is a setting of hc-moe")
+    if pihc and int(given.get("devices", 1)) != 1:
+        raise ValueError(f"{method} trains on one device (hc-moe's experts are sharded over the devices instead)")
+    s.update(given)
     for k in ("n_train", "n_test", "epochs", "batch_size", "width", "depth", "modes", "devices"):
         if int(s[k]) < 1:
             raise ValueError(f"{k} must be >= 1, got {s[k]}")
-    if not 0.0 < float(s["labels"]) <= 1.0:
+    for k in ("basis", "experts", "constraint_points"):
+        if pihc and int(s[k]) < 1:
+            raise ValueError(f"{k} must be >= 1, got {s[k]}")
+    if pihc and int(s["experts"]) > int(s["resolution"]):
+        raise ValueError(f"experts={s['experts']} splits {s['resolution']} grid points in x: at most one per point")
+    if not pihc and not 0.0 < float(s["labels"]) <= 1.0:
         raise ValueError(f"labels is the fraction of labelled training samples, in (0, 1]; got {s['labels']}")
     if float(s["physics_weight"]) < 0 or float(s["learning_rate"]) <= 0:
         raise ValueError("physics_weight must be >= 0 and learning_rate > 0")
     if float(s["physics_weight"]) > 0 and dataset not in PHYSICS:
         raise ValueError(f"a physics loss is available for {sorted(PHYSICS)}, not {dataset!r}")
-    if method != "fno" and s["modes"] != OPERATOR_DEFAULTS[dataset]["modes"]:
+    if method not in ("fno",) + PIHC_METHODS and s["modes"] != OPERATOR_DEFAULTS[dataset]["modes"]:
         raise ValueError("modes is a setting of --method fno")
     return s
+
+
+def build_pihc_operator(settings: dict, data: OperatorDataset, *, key) -> Any:
+    """The untrained physics-only operator of ``settings['method']`` (soft, hc, hc-moe) on ``data``'s
+    ``(x, t)`` grid, as ``benchmarks/pihc_operator.py`` builds it: an FNO (``modes`` per axis, ``width``,
+    ``depth``) with one output (soft) or ``basis`` outputs weighted per sample by Levenberg-Marquardt on the
+    diffusion-sorption rows (:class:`pdejax.operators.HardConstrainedOperator`; hc-moe: ``experts`` blocks
+    in x)."""
+    from ._pihc import HardConstrainedOperator, diffusion_sorption_residual
+
+    method, m = settings["method"], int(settings["modes"])
+    cout = 1 if method == "soft" else int(settings["basis"])
+    net = FNO(data.inputs.shape[1], cout, (m, m), settings["width"], settings["depth"], proj=64, padding=6, key=key)
+    if method == "soft":
+        return net
+    experts = (int(settings["experts"]), 1) if method == "hc-moe" else (1, 1)
+    n = int(settings["constraint_points"])
+    residual = diffusion_sorption_residual(*data.grid)
+    return HardConstrainedOperator(net, residual, experts, n_constraint=n, seed=int(settings["seed"]))
 
 
 def build_operator(method: str, data: OperatorDataset, width: int, depth: int, modes: int, *, key) -> Any:
@@ -120,11 +168,14 @@ def solve_operator(
     out = Path(out_dir) if out_dir is not None else None
     data = operator_data(dataset, settings, out, progress)
     train, test = data.split(settings["n_train"], settings["n_test"])
-    net = build_operator(
-        settings["method"], data, settings["width"], settings["depth"], settings["modes"],
-        key=jax.random.PRNGKey(settings["seed"]),
-    )  # fmt: skip
-    n_lab = max(1, int(round(settings["labels"] * settings["n_train"])))
+    key = jax.random.PRNGKey(settings["seed"])
+    pihc = settings["method"] in PIHC_METHODS
+    if pihc:
+        net = build_pihc_operator(settings, data, key=key)
+    else:
+        net = build_operator(settings["method"], data, settings["width"], settings["depth"], settings["modes"], key=key)
+    # the PI-HC methods learn from the physics loss alone, in physical units (the constraint rows need them)
+    n_lab = 0 if pihc else max(1, int(round(settings["labels"] * settings["n_train"])))
     cfg = OperatorConfig(
         epochs=settings["epochs"],
         batch_size=settings["batch_size"],
@@ -136,6 +187,7 @@ def solve_operator(
         checkpoint_every=max(1, settings["epochs"] // 10),
         devices=settings["devices"],
         seed=settings["seed"],
+        normalise=not pihc,
     )
     physics = PHYSICS.get(dataset) if settings["physics_weight"] > 0 else None
     res = train_operator(net, train, test, cfg, physics=physics, out_dir=out, resume=resume, progress=progress)

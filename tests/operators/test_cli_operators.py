@@ -56,6 +56,24 @@ def test_darcy_with_the_physics_loss_and_few_labels(tmp_path):
         (["solve", "darcy", "--method", "deeponet", "--modes", "4"], "modes is a setting of --method fno"),
         (["solve", "darcy", "--devices", "64"], "only 1 device"),
         (["data", "heat", "--n", "2", "--out", "x.npz"], "unknown dataset 'heat'"),
+        (["solve", "darcy", "--method", "hc"], "--method must be one of fno, deeponet, multionet, pidm$"),
+        (["solve", "diffusion_sorption_operator", "--param", "experts=4"], "experts is a setting of --method hc-moe"),
+        (["solve", "diffusion_sorption_operator", "--method", "hc-moe", "--param", "experts=1"], "integer >= 2"),
+        (["solve", "diffusion_sorption_operator", "--method", "hc", "--param", "nu=1"], "the only --param of hc"),
+        (["solve", "diffusion_sorption_operator", "--method", "soft", "--basis", "4"], "--basis: not options"),
+        (["solve", "diffusion_sorption_operator", "--labels", "0.5"], "physics loss alone"),
+        (
+            [
+                "solve",
+                "diffusion_sorption_operator",
+                "--method",
+                "hc-moe",
+                "--resolution",
+                "16",
+                *["--param", "experts=40"],
+            ],
+            "experts=40 splits 16 grid points",
+        ),
     ],
 )
 def test_bad_operator_input_gives_one_line(args, match, capsys, tmp_path, monkeypatch):
@@ -72,3 +90,27 @@ def test_a_dataset_file_with_the_wrong_layout_is_named(tmp_path, capsys):
     assert main(["solve", "burgers1d", "--data", str(bad), "--out", str(tmp_path / "o"), *TINY]) == 2
     err = capsys.readouterr().err
     assert "missing coords, name, params" in err and "a pdejax dataset holds inputs, outputs, coords" in err
+
+
+def test_physics_only_diffusion_sorption_operators_train_report_their_solves_and_resume(tmp_path):
+    # PI-HC's own setting from the CLI: no solution data (labels 0), the physics loss alone, the constraint
+    # solves' statistics on the test set in metrics.json
+    out = tmp_path / "moe"
+    args = ["solve", "diffusion_sorption_operator", "--method", "hc-moe", "--param", "experts=2", "--n-train", "8",
+            "--n-test", "4", "--resolution", "12", "--basis", "4", "--constraint-points", "32", "--modes", "3",
+            "--out", str(out), *TINY]  # fmt: skip
+    assert main(args) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["settings"]["experts"] == 2 and m["settings"]["basis"] == 4 and m["settings"]["labels"] == 0.0
+    assert m["loss_terms"]["data"] == 0.0 and m["loss_terms"]["physics"] > 0
+    solves = m["constraint_solves"]
+    assert 1 <= solves["iterations_mean"] <= solves["iterations_max"] <= 100 and 0 <= solves["converged_fraction"] <= 1
+    assert main(["solve", "diffusion_sorption_operator", "--resume", str(out), "--epochs", "5", "--no-progress"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 5
+    # the library's settings check the same rules
+    with pytest.raises(ValueError, match="physics-only operator of"):
+        O.operator_settings("darcy", "hc")
+    with pytest.raises(ValueError, match="settings of the PI-HC methods"):
+        O.operator_settings("diffusion_sorption_operator", "fno", basis=4)
+    s = O.operator_settings("diffusion_sorption_operator", "soft")
+    assert s["physics_weight"] == 1.0 and s["batch_size"] == 8 and s["resolution"] == 64
