@@ -150,13 +150,19 @@ def plot_error_history(times, errors, path: str | os.PathLike, title: str = "") 
 
 
 def plot_operator_samples(
-    inputs: np.ndarray, pred: np.ndarray, true: np.ndarray, coords: np.ndarray, path: str | os.PathLike
+    inputs: np.ndarray,
+    pred: np.ndarray,
+    true: np.ndarray,
+    coords: np.ndarray,
+    path: str | os.PathLike,
+    labels: tuple[str, ...] | None = None,
 ) -> None:
     """Save input, prediction, truth and |error| for a few samples of an operator (one row per sample).
 
     Args:
         inputs: ``(k, c_in, *grid)``; pred, true: ``(k, c_out, *grid)`` (first channel shown);
         coords: ``(*grid, d)`` with ``d`` = 1 (line plots) or 2 (images); path: output PNG.
+        labels: names of the coordinates (grid axis 0 is drawn vertically in images, axis 1 across).
     """
     plt = _plt()
     k, d = len(inputs), coords.shape[-1]
@@ -174,6 +180,9 @@ def plot_operator_samples(
                 ext = (coords[0, 0, 1], coords[0, -1, 1], coords[0, 0, 0], coords[-1, 0, 0])
                 im = ax.imshow(v, origin="lower", extent=ext, aspect="auto", cmap="viridis")
                 fig.colorbar(im, ax=ax, fraction=0.046)
+                if labels:
+                    ax.set_ylabel(labels[0], fontsize=8)
+                    ax.set_xlabel(labels[1], fontsize=8)
             rel = np.linalg.norm(p - t) / np.linalg.norm(t)
             ax.set_title(f"{title}" + (f" (rel L2 {rel:.2e})" if title == "|error|" else ""), fontsize=9)
     fig.tight_layout()

@@ -314,7 +314,8 @@ def _list(args) -> int:
         print(f"  {'':20s} parameters: {pars or 'none'}")
     print(f"methods: {', '.join(METHODS)}")
     print(f"operator learning (pdejax solve DATASET): datasets {', '.join(OPERATOR_DATASETS)}; "
-          f"methods {', '.join(OPERATOR_METHODS)}")  # fmt: skip
+          f"methods {', '.join(OPERATOR_METHODS)}; on diffusion_sorption_operator also the physics-only "
+          f"{', '.join(_PIHC_OPERATOR)} (PI-HC)")  # fmt: skip
     print(f"optimizers (pinn): {', '.join(pinns.OPTIMIZERS)}")
     print(f"models (pinn): {', '.join(MODELS)}")
     return 0
@@ -997,8 +998,9 @@ def _solve_operator(args) -> int:
         metrics["constraint_solves"] = _operator_solve_stats(res.model.net, sol.test)
     _require_finite(sol.prediction, "the operator's prediction on the test set")
     k = min(3, len(sol.test))
+    labels = ("x", "t / T") if args.problem == "diffusion_sorption_operator" else None
     plot_operator_samples(sol.test.inputs[:k], sol.prediction[:k], sol.test.outputs[:k], sol.test.coords,
-                          out / "solution.png")  # fmt: skip
+                          out / "solution.png", labels)  # fmt: skip
     names = ["data", "physics"] if settings["physics_weight"] > 0 else ["data"]
     hist = np.stack([res.history[n] for n in names], axis=1)
     plot_losses(hist, names, out / "loss.png", res.eval_epochs, res.eval_rel_l2, xlabel="epoch")

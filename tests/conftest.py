@@ -28,3 +28,25 @@ def pytest_collection_modifyitems(config, items):
     # the longest tests first: otherwise they sit at the end of the alphabetical order and one worker
     # runs them alone while the other idles
     items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
+@pytest.fixture
+def on_host_devices(tmp_path):
+    """``run(script, **consts) -> {n: npz}``: ``script`` in fresh processes with 1 and with 4 forced CPU
+    devices, side by side (each is mostly single-threaded compilation); it gets ``OUT`` (the ``.npz`` to
+    write) and ``consts`` as globals."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    def run(script: str, **consts) -> dict:
+        procs = {}
+        for n in (1, 4):
+            env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "JAX_PLATFORMS": "cpu"}
+            head = "".join(f"{k} = {v!r}\n" for k, v in {"OUT": str(tmp_path / f"run{n}.npz"), **consts}.items())
+            procs[n] = subprocess.Popen([sys.executable, "-c", head + script], env=env)
+        assert all(p.wait() == 0 for p in procs.values())
+        return {n: np.load(tmp_path / f"run{n}.npz") for n in procs}
+
+    return run

@@ -215,18 +215,8 @@ np.savez(OUT, w=np.asarray(w), g=np.asarray(g), devices=len(w.sharding.device_se
 
 
 @pytest.mark.long
-def test_operator_experts_shard_one_per_device_and_match_the_single_device_run(tmp_path):
-    import os
-    import subprocess
-    import sys
-
-    procs = {}
-    for n in (1, 4):  # both processes at once: each is mostly single-threaded compilation
-        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "JAX_PLATFORMS": "cpu"}
-        code = f"OUT = {str(tmp_path / f'run{n}.npz')!r}\n" + _SHARDED
-        procs[n] = subprocess.Popen([sys.executable, "-c", code], env=env)
-    assert all(p.wait() == 0 for p in procs.values())
-    runs = {n: np.load(tmp_path / f"run{n}.npz") for n in procs}
+def test_operator_experts_shard_one_per_device_and_match_the_single_device_run(on_host_devices):
+    runs = on_host_devices(_SHARDED)
     assert int(runs[1]["n"]) == 1 and int(runs[4]["n"]) == 4
     assert int(runs[1]["devices"]) == 1 and int(runs[4]["devices"]) == 4  # the experts' axis over 4 devices
     # equal up to the solver's tolerance (the sharded program orders its reductions differently)

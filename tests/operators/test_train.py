@@ -1,9 +1,5 @@
 """Operator training: learning a known operator, checkpoint/resume, PINO residual loss, data-parallel sharding."""
 
-import os
-import subprocess
-import sys
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -84,7 +80,7 @@ np.savez(OUT, loss=np.asarray(res.history["loss"]), test=np.asarray(res.eval_rel
 """
 
 
-def test_data_parallel_training_on_4_devices_matches_one_device(tmp_path):
+def test_data_parallel_training_on_4_devices_matches_one_device(tmp_path, on_host_devices):
     # Darcy-shaped data (a in {3, 12}, smooth u): the physics loss runs sharded too; no solves needed here
     rng = np.random.default_rng(0)
     s = np.linspace(0, 1, 17)
@@ -93,13 +89,8 @@ def test_data_parallel_training_on_4_devices_matches_one_device(tmp_path):
     u = bump * rng.uniform(0.5, 1.5, size=(24, 1, 1, 1)) / 50
     coords = np.stack(np.meshgrid(s, s, indexing="ij"), -1)
     O.save_dataset(tmp_path / "data.npz", O.OperatorDataset(a, u, coords, "darcy"))
-    procs = {}
-    for n in (1, 4):
-        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "JAX_PLATFORMS": "cpu"}
-        code = f"OUT = {str(tmp_path / f'run{n}.npz')!r}\nDATA = {str(tmp_path / 'data.npz')!r}\n" + _SHARDED
-        procs[n] = subprocess.Popen([sys.executable, "-c", code], env=env)
-    assert all(p.wait() == 0 for p in procs.values())
-    one, four = (np.load(tmp_path / f"run{n}.npz") for n in (1, 4))
+    runs = on_host_devices(_SHARDED, DATA=str(tmp_path / "data.npz"))
+    one, four = runs[1], runs[4]
     assert int(one["devices"]) == 1 and int(four["devices"]) == 4  # parameters replicated on all 4
     # the same batches and updates; only the order of the cross-device sums differs (float64 rounding)
     np.testing.assert_allclose(four["loss"], one["loss"], rtol=1e-10)
