@@ -931,11 +931,22 @@ def _solve_operator(args) -> int:
     methods = OPERATOR_METHODS + (_PIHC_OPERATOR if args.problem == "diffusion_sorption_operator" else ())
     if method not in methods:
         raise CLIError(f"{args.problem} is an operator-learning dataset: --method must be one of {', '.join(methods)}")
-    experts = None
+    experts = overlap = None
     if pihc and run is None:
         rest, k = _experts(args.param, method)
+        given_overlap = [v for key, v in rest if key == "overlap"]
+        rest = [(key, v) for key, v in rest if key != "overlap"]
         if rest:
-            raise CLIError(f"--param {rest[0][0]}: the only --param of {method} on {args.problem} is experts (hc-moe)")
+            raise CLIError(
+                f"--param {rest[0][0]}: the --params of {method} on {args.problem} are experts, overlap (hc-moe)"
+            )
+        if given_overlap and method != "hc-moe":
+            raise CLIError(f"--param overlap is a setting of --method hc-moe, not of --method {method}")
+        if given_overlap:
+            try:
+                overlap = float(given_overlap[-1])
+            except ValueError:
+                raise CLIError(f"--param overlap must be a number of grid cells, got {given_overlap[-1]!r}") from None
         experts = k if method == "hc-moe" else None
     if method == "pidm":
         return _solve_pidm(args, run)
@@ -959,7 +970,8 @@ def _solve_operator(args) -> int:
         else:
             overrides = {v: getattr(args, k) for k, v in _OPERATOR_SETTINGS.items()}
             if pihc:
-                overrides.update(experts=experts, basis=args.basis, constraint_points=args.constraint_points)
+                overrides.update(experts=experts, overlap=overlap, basis=args.basis,
+                                 constraint_points=args.constraint_points)  # fmt: skip
             settings = operators.operator_settings(args.problem, method, **overrides)
     except ValueError as e:
         raise CLIError(str(e)) from None

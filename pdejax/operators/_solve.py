@@ -25,14 +25,15 @@ OPERATOR_DEFAULTS: dict[str, dict[str, Any]] = {
     "burgers1d": dict(n_train=500, n_test=100, resolution=128, epochs=60, modes=16, width=64, depth=4),
     "darcy": dict(n_train=200, n_test=50, resolution=43, epochs=30, modes=12, width=32, depth=4),
     "darcy_lognormal": dict(n_train=200, n_test=50, resolution=32, epochs=30, modes=12, width=32, depth=4),
-    # benchmarks/pihc_operator.py's sizes (about 4 min for hc on 2 CPU cores)
-    "diffusion_sorption_operator": dict(n_train=256, n_test=64, resolution=64, epochs=30, modes=12, width=32, depth=4),
+    # benchmarks/pihc_operator.py's sizes with a third of its 30 epochs (about 2 min for hc on 2 CPU cores)
+    "diffusion_sorption_operator": dict(n_train=256, n_test=64, resolution=64, epochs=10, modes=12, width=32, depth=4),
 }
-_PIHC = dict(batch_size=8, basis=16, experts=4, constraint_points=1024)  # the PI-HC methods' defaults
+_PIHC = dict(batch_size=8, basis=16, experts=4, constraint_points=1024, overlap=0.0)  # the PI-HC methods' defaults
 _ONET = dict(width=128, depth=4)  # DeepONet/MultiONet sizes unless given
 SETTING_KEYS = (
     "method", "n_train", "n_test", "resolution", "epochs", "batch_size", "learning_rate", "width", "depth",
     "modes", "labels", "physics_weight", "devices", "seed", "data", "basis", "experts", "constraint_points",
+    "overlap",
 )  # fmt: skip
 
 
@@ -45,7 +46,8 @@ def operator_settings(dataset: str, method: str = "fno", **overrides) -> dict[st
     and Fourier layers for FNO; MLP width/layers for the ONets), ``modes`` (FNO), ``labels`` (fraction of
     training samples whose outputs are used), ``physics_weight`` (PINO residual), ``devices``, ``seed``,
     ``data`` (a dataset file to read instead of generating); for hc/hc-moe ``basis`` (N basis fields),
-    ``constraint_points`` (PDE rows in the solves) and, hc-moe only, ``experts`` (blocks in x).
+    ``constraint_points`` (PDE rows in the solves) and, hc-moe only, ``experts`` (blocks in x) and
+    ``overlap`` (grid cells each block is widened by and blended over; 0: a hard split).
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown operator dataset {dataset!r}; choose one of {sorted(DATASETS)}")
@@ -69,8 +71,9 @@ def operator_settings(dataset: str, method: str = "fno", **overrides) -> dict[st
         raise ValueError(f"{extra}: settings of the PI-HC methods {PIHC_METHODS}, not of {method!r}")
     if pihc and (given.get("labels") or given.get("physics_weight") == 0):
         raise ValueError(f"{method} trains on the physics loss alone: labels and physics_weight are fixed")
-    if "experts" in given and method != "hc-moe":
-        raise ValueError("experts is a setting of hc-moe")
+    for k in ("experts", "overlap"):
+        if k in given and method != "hc-moe":
+            raise ValueError(f"{k} is a setting of hc-moe")
     if pihc and int(given.get("devices", 1)) != 1:
         raise ValueError(f"{method} trains on one device (hc-moe's experts are sharded over the devices instead)")
     s.update(given)
@@ -80,6 +83,8 @@ def operator_settings(dataset: str, method: str = "fno", **overrides) -> dict[st
     for k in ("basis", "experts", "constraint_points"):
         if pihc and int(s[k]) < 1:
             raise ValueError(f"{k} must be >= 1, got {s[k]}")
+    if pihc and not 0 <= float(s["overlap"]) <= int(s["resolution"]):
+        raise ValueError(f"overlap must be in [0, resolution], got {s['overlap']}")
     if pihc and int(s["experts"]) > int(s["resolution"]):
         raise ValueError(f"experts={s['experts']} splits {s['resolution']} grid points in x: at most one per point")
     if not pihc and not 0.0 < float(s["labels"]) <= 1.0:
@@ -109,7 +114,8 @@ def build_pihc_operator(settings: dict, data: OperatorDataset, *, key) -> Any:
     experts = (int(settings["experts"]), 1) if method == "hc-moe" else (1, 1)
     n = int(settings["constraint_points"])
     residual = diffusion_sorption_residual(*data.grid)
-    return HardConstrainedOperator(net, residual, experts, n_constraint=n, seed=int(settings["seed"]))
+    overlap = float(settings.get("overlap", 0.0)) if method == "hc-moe" else 0.0
+    return HardConstrainedOperator(net, residual, experts, n_constraint=n, seed=int(settings["seed"]), overlap=overlap)
 
 
 def build_operator(method: str, data: OperatorDataset, width: int, depth: int, modes: int, *, key) -> Any:

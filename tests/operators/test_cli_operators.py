@@ -59,9 +59,13 @@ def test_darcy_with_the_physics_loss_and_few_labels(tmp_path):
         (["solve", "darcy", "--method", "hc"], "--method must be one of fno, deeponet, multionet, pidm$"),
         (["solve", "diffusion_sorption_operator", "--param", "experts=4"], "experts is a setting of --method hc-moe"),
         (["solve", "diffusion_sorption_operator", "--method", "hc-moe", "--param", "experts=1"], "integer >= 2"),
-        (["solve", "diffusion_sorption_operator", "--method", "hc", "--param", "nu=1"], "the only --param of hc"),
+        (
+            ["solve", "diffusion_sorption_operator", "--method", "hc", "--param", "nu=1"],
+            "the --params of hc on diffusion_sorption_operator are experts, overlap",
+        ),
         (["solve", "diffusion_sorption_operator", "--method", "soft", "--basis", "4"], "--basis: not options"),
         (["solve", "diffusion_sorption_operator", "--labels", "0.5"], "physics loss alone"),
+        (["solve", "diffusion_sorption_operator", "--param", "overlap=2"], "overlap is a setting of --method hc-moe"),
         (
             [
                 "solve",
@@ -96,12 +100,18 @@ def test_physics_only_diffusion_sorption_operators_train_report_their_solves_and
     # PI-HC's own setting from the CLI: no solution data (labels 0), the physics loss alone, the constraint
     # solves' statistics on the test set in metrics.json
     out = tmp_path / "moe"
-    args = ["solve", "diffusion_sorption_operator", "--method", "hc-moe", "--param", "experts=2", "--n-train", "8",
+    args = ["solve", "diffusion_sorption_operator", "--method", "hc-moe", "--param", "experts=2", "--param",
+            "overlap=1", "--n-train", "8",
             "--n-test", "4", "--resolution", "12", "--basis", "4", "--constraint-points", "32", "--modes", "3",
             "--out", str(out), *TINY]  # fmt: skip
     assert main(args) == 0
     m = json.loads((out / "metrics.json").read_text())
-    assert m["settings"]["experts"] == 2 and m["settings"]["basis"] == 4 and m["settings"]["labels"] == 0.0
+    assert (
+        m["settings"]["experts"] == 2
+        and m["settings"]["overlap"] == 1.0
+        and m["settings"]["basis"] == 4
+        and m["settings"]["labels"] == 0.0
+    )
     assert m["loss_terms"]["data"] == 0.0 and m["loss_terms"]["physics"] > 0
     solves = m["constraint_solves"]
     assert 1 <= solves["iterations_mean"] <= solves["iterations_max"] <= 100 and 0 <= solves["converged_fraction"] <= 1
