@@ -25,7 +25,7 @@ OPERATOR_DEFAULTS: dict[str, dict[str, Any]] = {
     "burgers1d": dict(n_train=500, n_test=100, resolution=128, epochs=60, modes=16, width=64, depth=4),
     "darcy": dict(n_train=200, n_test=50, resolution=43, epochs=30, modes=12, width=32, depth=4),
     "darcy_lognormal": dict(n_train=200, n_test=50, resolution=32, epochs=30, modes=12, width=32, depth=4),
-    # benchmarks/pihc_operator.py's sizes with a third of its 30 epochs (about 2 min for hc on 2 CPU cores)
+    # benchmarks/pihc_operator.py's sizes with a third of its 30 epochs (hc: 2.5 min on 2 CPU cores, 6.4e-2)
     "diffusion_sorption_operator": dict(n_train=256, n_test=64, resolution=64, epochs=10, modes=12, width=32, depth=4),
 }
 _PIHC = dict(batch_size=8, basis=16, experts=4, constraint_points=1024, overlap=0.0)  # the PI-HC methods' defaults
