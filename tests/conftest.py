@@ -17,6 +17,14 @@ jax.config.update("jax_enable_x64", True)
 os.environ.setdefault("PDEJAX_CACHE", os.path.join(tempfile.gettempdir(), "pdejax-test-cache"))
 
 
+@pytest.fixture
+def float32():
+    """Run a test in float32 (the CLI's default precision), restoring float64 after it."""
+    jax.config.update("jax_enable_x64", False)
+    yield
+    jax.config.update("jax_enable_x64", True)
+
+
 @pytest.fixture(autouse=True)
 def _keep_x64():
     # the CLI switches float64 off for float32 runs; every test starts (and ends) in float64

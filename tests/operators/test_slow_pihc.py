@@ -1,19 +1,11 @@
 """PI-HC in its paper's setting, at the README's budget (long; excluded from CI, run with `-m slow`)."""
 
-import jax
 import pytest
 
 from pdejax import operators as O
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def _float32():
-    # the benchmark's and the CLI's runs are float32
-    jax.config.update("jax_enable_x64", False)
-    yield
-    jax.config.update("jax_enable_x64", True)
+# float32, as the CLI runs them (the float32 fixture: tests/conftest.py)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("float32")]
 
 
 def test_hard_constrained_operator_beats_the_soft_loss_on_diffusion_sorption():

@@ -6,15 +6,8 @@ import pytest
 import pdejax.problems as P
 from pdejax.pinns import settings_for, solve
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def _float32():
-    # the defaults are float32 (as `pdejax solve burgers` runs them)
-    jax.config.update("jax_enable_x64", False)
-    yield
-    jax.config.update("jax_enable_x64", True)
+# float32, as the CLI runs them (the float32 fixture: tests/conftest.py)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("float32")]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
