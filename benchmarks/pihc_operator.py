@@ -55,7 +55,13 @@ def main():
     import jax.numpy as jnp
     import numpy as np
 
-    from pdejax.operators import FNO, OperatorConfig, OperatorDataset, predict_batched, train_operator
+    from pdejax.operators import (
+        OperatorConfig,
+        OperatorDataset,
+        build_pihc_operator,
+        predict_batched,
+        train_operator,
+    )
     from pdejax.operators._pihc import (
         HardConstrainedOperator,
         diffusion_sorption_grid,
@@ -90,15 +96,11 @@ def main():
     print(f"u0 held still: rel L2 {held:.3e}")
 
     def build(method):
-        key = jax.random.PRNGKey(args.seed)
-        cout = 1 if method == "soft" else args.basis
-        net = FNO(1, cout, (args.modes, args.modes), args.width, 4, proj=64, padding=6, key=key)
-        if method == "soft":
-            return net
-        experts = (args.experts, 1) if method == "hc-moe" else (1, 1)
-        return HardConstrainedOperator(net, residual, experts, max_steps=args.max_steps, ridge=args.ridge,
-                                       n_constraint=args.constraint_points, seed=args.seed, overlap=args.overlap,
-                                       shared=args.shared)  # fmt: skip
+        settings = dict(method=method, modes=args.modes, width=args.width, depth=4, basis=args.basis,
+                        experts=args.experts, constraint_points=args.constraint_points, seed=args.seed,
+                        overlap=args.overlap)  # fmt: skip
+        return build_pihc_operator(settings, data, key=jax.random.PRNGKey(args.seed), max_steps=args.max_steps,
+                                   ridge=args.ridge, shared=args.shared)  # fmt: skip
 
     steps_per_epoch = args.train // args.batch
     cfg = OperatorConfig(

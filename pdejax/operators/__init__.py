@@ -65,6 +65,7 @@ from ._pihc import (
     diffusion_sorption_pairs,
     diffusion_sorption_residual,
     grid_physics,
+    solve_summary,
 )
 from ._solve import (
     OPERATOR_DEFAULTS,
@@ -134,6 +135,7 @@ __all__ = [
     "OPERATOR_DEFAULTS",
     "OPERATOR_METHODS",
     "PIHC_METHODS",
+    "solve_summary",
     "build_pihc_operator",
     "OperatorSolution",
     "apply_batch",

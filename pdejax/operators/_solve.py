@@ -98,12 +98,12 @@ def operator_settings(dataset: str, method: str = "fno", **overrides) -> dict[st
     return s
 
 
-def build_pihc_operator(settings: dict, data: OperatorDataset, *, key) -> Any:
+def build_pihc_operator(settings: dict, data: OperatorDataset, *, key, **layer) -> Any:
     """The untrained physics-only operator of ``settings['method']`` (soft, hc, hc-moe) on ``data``'s
-    ``(x, t)`` grid, as ``benchmarks/pihc_operator.py`` builds it: an FNO (``modes`` per axis, ``width``,
+    ``(x, t)`` grid (also ``benchmarks/pihc_operator.py``'s): an FNO (``modes`` per axis, ``width``,
     ``depth``) with one output (soft) or ``basis`` outputs weighted per sample by Levenberg-Marquardt on the
     diffusion-sorption rows (:class:`pdejax.operators.HardConstrainedOperator`; hc-moe: ``experts`` blocks
-    in x)."""
+    in x). ``layer``: further options of the constraint layer (``max_steps``, ``ridge``, ``shared``)."""
     from ._pihc import HardConstrainedOperator, diffusion_sorption_residual
 
     method, m = settings["method"], int(settings["modes"])
@@ -115,7 +115,9 @@ def build_pihc_operator(settings: dict, data: OperatorDataset, *, key) -> Any:
     n = int(settings["constraint_points"])
     residual = diffusion_sorption_residual(*data.grid)
     overlap = float(settings.get("overlap", 0.0)) if method == "hc-moe" else 0.0
-    return HardConstrainedOperator(net, residual, experts, n_constraint=n, seed=int(settings["seed"]), overlap=overlap)
+    return HardConstrainedOperator(
+        net, residual, experts, n_constraint=n, seed=int(settings["seed"]), overlap=overlap, **layer
+    )
 
 
 def build_operator(method: str, data: OperatorDataset, width: int, depth: int, modes: int, *, key) -> Any:
@@ -145,6 +147,7 @@ class OperatorSolution:
     test: OperatorDataset
     prediction: np.ndarray
     settings: dict[str, Any]
+    constraint_solves: dict[str, Any] | None = None  # hc, hc-moe: :func:`~pdejax.operators.solve_summary`
 
 
 def operator_data(dataset: str, settings: dict, out_dir: Path | None, progress: bool) -> OperatorDataset:
@@ -197,5 +200,12 @@ def solve_operator(
     )
     physics = PHYSICS.get(dataset) if settings["physics_weight"] > 0 else None
     res = train_operator(net, train, test, cfg, physics=physics, out_dir=out, resume=resume, progress=progress)
+    if settings["method"] in ("hc", "hc-moe"):
+        from ._pihc import solve_summary
+
+        # the constraint layer in physical units (the wrapper's statistics are the identity), so its fields
+        # are the model's prediction, and the solves that give them are summarised on the way
+        pred, summary = solve_summary(res.model.net, test.inputs, test.coords)
+        return OperatorSolution(res, test, pred, settings, summary)
     pred = predict_batched(res.model, test.inputs, test.coords)
     return OperatorSolution(res, test, pred, settings)

@@ -15,6 +15,7 @@ from pdejax.operators._pihc import (
     diffusion_sorption_pairs,
     diffusion_sorption_residual,
     grid_physics,
+    solve_summary,
 )
 from pdejax.solvers import retardation
 
@@ -166,6 +167,11 @@ def test_unconverged_solves_are_reported_in_the_stats():
     _, stats = eqx.filter_jit(lambda o: o.solve(a, x))(op)
     assert stats.steps.shape == (1, 2) and not bool(jnp.any(stats.converged))
     assert np.all(np.asarray(stats.steps) == 1) and np.all(np.asarray(stats.residual) > 0)
+    # the summary the CLI writes: the same fields as solve, and the failures counted
+    u, _ = eqx.filter_jit(lambda o: o.solve(a, x))(op)
+    fields, summary = solve_summary(op, np.asarray(a), np.asarray(x))
+    np.testing.assert_array_equal(fields, np.asarray(u))
+    assert summary["solves"] == 2 and summary["converged_fraction"] == 0 and summary["iterations_max"] == 1
 
 
 def test_overlapping_experts_blend_their_fits_with_a_partition_of_unity():
