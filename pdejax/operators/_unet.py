@@ -271,20 +271,26 @@ class ChannelSplit(eqx.Module):
 
     ``nets``: backbones taking ``(c, *grid)`` fields and returning ``(c_i, *grid)`` with ``sum c_i = c``
     (e.g. :class:`UNet` with ``out_channels=1``). Call: ``net(x, t)``, ``(c, *grid) -> (c, *grid)``.
+
+    ``cascade=True``: backbone ``i`` reads ``x`` and the outputs of backbones ``0..i-1`` (gradient stopped), so it
+    takes ``c + sum_{j<i} c_j`` channels. For Darcy the pressure's denoiser then sees the permeability's
+    estimate, the field the residual is evaluated on, instead of only its noisy version.
     """
 
     nets: tuple
     channels: int = eqx.field(static=True)
+    cascade: bool = eqx.field(static=True, default=False)
 
-    def __init__(self, nets, channels: int):
+    def __init__(self, nets, channels: int, cascade: bool = False):
         if len(nets) < 1:
             raise ValueError("ChannelSplit needs at least one backbone")
-        self.nets, self.channels = tuple(nets), channels
+        self.nets, self.channels, self.cascade = tuple(nets), channels, bool(cascade)
 
     def check_shape(self, shape: tuple[int, ...]) -> None:
-        """Raise ``ValueError`` unless every backbone takes ``shape`` and it has ``channels`` channels (that the
-        outputs add up to them is checked when the backbones are traced)."""
-        for net in self.nets:
+        """Raise ``ValueError`` unless every backbone takes ``shape`` (the first one, in a cascade) and it has
+        ``channels`` channels (that the outputs add up to them is checked when the backbones are traced)."""
+        # in a cascade only the first backbone reads the bare field; the grid checks hold for all of them
+        for net in self.nets[:1] if self.cascade else self.nets:
             check = getattr(net, "check_shape", None)
             if check is not None:
                 check(tuple(shape))
@@ -296,7 +302,14 @@ class ChannelSplit(eqx.Module):
 
     def batched(self, x: Float[Array, "b c h w"], t: Float[Array, " b"]) -> Float[Array, "b c h w"]:
         """The backbones on a batch, each through its own ``batched`` method where it has one (FNO)."""
-        y = jnp.concatenate([apply_batch(net, x, t, in_axes=(0, 0)) for net in self.nets], axis=1)
+        if self.cascade:
+            outs = []
+            for net in self.nets:
+                inp = jnp.concatenate([x, *[jax.lax.stop_gradient(o) for o in outs]], axis=1)
+                outs.append(apply_batch(net, inp, t, in_axes=(0, 0)))
+            y = jnp.concatenate(outs, axis=1)
+        else:
+            y = jnp.concatenate([apply_batch(net, x, t, in_axes=(0, 0)) for net in self.nets], axis=1)
         if y.shape[1] != self.channels:
             raise ValueError(f"the backbones return {y.shape[1]} channels together, not {self.channels}")
         return y

@@ -339,6 +339,29 @@ def test_split_backbone_keeps_the_residual_gradient_out_of_the_permeability_netw
     assert isinstance(split.net, O.ChannelSplit) and len(split.net.nets) == 2
 
 
+def test_cascade_backbone_reads_the_earlier_channels_estimates_without_their_gradient():
+    # ChannelSplit(cascade=True): the pressure's backbone reads (x_t, K estimate), so it sees the permeability
+    # the residual is evaluated on; the residual trained through the pressure still leaves K's denoiser alone
+    s = O.cosine_schedule(10)
+    kk, kp = jax.random.split(jax.random.PRNGKey(3))
+    net = O.ChannelSplit([_Mix(2, 1, kk), _Mix(3, 1, kp)], 2, cascade=True)
+    x = jnp.asarray(np.random.default_rng(4).normal(size=(3, 2, 8, 8)))
+    t = jnp.array([0.0, 4.0, 9.0])
+    k_hat = jnp.stack([net.nets[0](xi, ti) for xi, ti in zip(x, t)])
+    p_hat = jnp.stack([net.nets[1](jnp.concatenate([xi, ki]), ti) for xi, ki, ti in zip(x, k_hat, t)])
+    np.testing.assert_allclose(net.batched(x, t), jnp.concatenate([k_hat, p_hat], 1), rtol=1e-12)
+    model = O.build_diffusion(net, s, np.asarray(x))
+    phys = O.FieldPhysics(lambda f: f[0] * f[1] - 1.0, through=(1,))
+    g = eqx.filter_grad(lambda m: O.diffusion_loss(m, x, jax.random.PRNGKey(0), phys, 1.0, 0.0)[1][1])(model)
+    k_norm, p_norm = (float(optax.tree.norm(eqx.filter(n, eqx.is_array))) for n in g.net.nets)
+    assert k_norm == 0.0 and p_norm > 0  # the K estimate enters the pressure's backbone with its gradient stopped
+    settings = O.pidm_settings("darcy", split_channels="cascade", resolution=8, depth=2, width=8)
+    cascade = O.build_pidm(settings, np.ones((2, 2, 8, 8)), key=jax.random.PRNGKey(0))
+    assert cascade.net.cascade and [n.channels for n in cascade.net.nets] == [2, 3]
+    with pytest.raises(ValueError, match="split_channels must be True, False or 'cascade'"):
+        O.pidm_settings("darcy", split_channels="yes")
+
+
 def test_bad_shapes_and_settings_are_refused():
     s = O.cosine_schedule(10)
     net = O.UNet(2, 8, (1, 2, 2), key=jax.random.PRNGKey(0))
