@@ -215,12 +215,11 @@ def build_pidm(settings: dict, fields: np.ndarray, *, key) -> Any:
                            int(settings["width"]), int(settings["depth"]), key=key,
                            out_channels=out_channels)  # fmt: skip
 
-    if settings["split_channels"] == "cascade":
-        # backbone i also reads the estimates of channels < i (ChannelSplit(cascade=True))
-        nets = [backbone(k, 1, in_channels=c + i) for i, k in enumerate(jax.random.split(key, c))]
-        net = ChannelSplit(nets, c, cascade=True)
-    elif settings["split_channels"]:
-        net = ChannelSplit([backbone(k, 1) for k in jax.random.split(key, c)], c)
+    if settings["split_channels"]:
+        cascade = settings["split_channels"] == "cascade"
+        # in a cascade backbone i also reads the (one-channel) estimates of channels < i
+        nets = [backbone(k, 1, in_channels=c + i * cascade) for i, k in enumerate(jax.random.split(key, c))]
+        net = ChannelSplit(nets, c, cascade=cascade)
     else:
         net = backbone(key)
     schedule = make_schedule(settings["schedule"], int(settings["diffusion_steps"]))

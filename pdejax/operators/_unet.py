@@ -302,14 +302,11 @@ class ChannelSplit(eqx.Module):
 
     def batched(self, x: Float[Array, "b c h w"], t: Float[Array, " b"]) -> Float[Array, "b c h w"]:
         """The backbones on a batch, each through its own ``batched`` method where it has one (FNO)."""
-        if self.cascade:
-            outs = []
-            for net in self.nets:
-                inp = jnp.concatenate([x, *[jax.lax.stop_gradient(o) for o in outs]], axis=1)
-                outs.append(apply_batch(net, inp, t, in_axes=(0, 0)))
-            y = jnp.concatenate(outs, axis=1)
-        else:
-            y = jnp.concatenate([apply_batch(net, x, t, in_axes=(0, 0)) for net in self.nets], axis=1)
+        outs = []
+        for net in self.nets:
+            inp = jnp.concatenate([x, *map(jax.lax.stop_gradient, outs)], axis=1) if self.cascade else x
+            outs.append(apply_batch(net, inp, t, in_axes=(0, 0)))
+        y = jnp.concatenate(outs, axis=1)
         if y.shape[1] != self.channels:
             raise ValueError(f"the backbones return {y.shape[1]} channels together, not {self.channels}")
         return y
