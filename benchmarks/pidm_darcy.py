@@ -5,7 +5,10 @@ the mean |PDE residual| of their samples (and of the solver's training data, the
 pressure error against the solver run on each generated permeability, and the permeability's mean/std
 against the training data's. The solver data are independent of the models (``pdejax.solvers``).
 
-    python benchmarks/pidm_darcy.py --resolution 32 --steps 6000 --out runs/pidm-bench
+    python benchmarks/pidm_darcy.py --resolution 32 --steps 6000 --cascade --out runs/pidm-bench
+
+Without ``--split`` or ``--cascade`` both models share one U-Net over the channels (unlike ``pdejax solve
+darcy --method pidm``, whose default is the cascade), so the commands recorded in the README reproduce.
 """
 
 from __future__ import annotations

@@ -20,6 +20,8 @@ _PIDM_FLAGS = ("samples", "backbone", "schedule", "diffusion_steps", "prediction
 OPERATOR_DATASETS = ("burgers1d", "darcy", "darcy_lognormal", "diffusion_sorption_operator")
 # = pdejax.operators.PIHC_METHODS: physics-only operators of _PIHC_DATASET (PI-HC's own setting)
 _PIHC_DATASET = "diffusion_sorption_operator"
+# --split-channels choice -> pidm_settings(split_channels=...)
+_SPLIT_CHANNELS = {"cascade": "cascade", "on": True, "off": False}
 _PIHC_OPERATOR = ("soft", "hc", "hc-moe")
 _OPERATOR_FLAGS = (
     "data",
@@ -201,8 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sample-steps", type=_positive_int, default=None, help="ddim: sampling steps")
     g.add_argument("--no-baseline", action="store_true", default=None,
                    help="skip the same model trained without the physics term")  # fmt: skip
-    g.add_argument("--split-channels", action=argparse.BooleanOptionalAction, default=None,
-                   help="one backbone per channel, so the residual's gradient skips the permeability's")  # fmt: skip
+    g.add_argument("--split-channels", choices=tuple(_SPLIT_CHANNELS), default=None,
+                   help="cascade (default): one backbone per channel, the pressure's also reading the "
+                        "permeability's estimate; on: one per channel; off: one shared backbone")  # fmt: skip
+    g.add_argument("--no-split-channels", dest="split_channels", action="store_const", const="off",
+                   help="= --split-channels off")  # fmt: skip
     g.add_argument("--snr-floor", type=float, default=None,
                    help="floor of the x0 loss weight min(SNR, 5) (default 1; 0: none)")  # fmt: skip
     g.add_argument("--low-noise-mix", type=float, default=None,
@@ -1032,8 +1037,18 @@ _PIDM_SETTINGS = {"n_train": "n_train", "resolution": "resolution", "steps": "st
                   "diffusion_steps": "diffusion_steps", "schedule": "schedule", "prediction": "prediction",
                   "physics": "physics_weight", "samples": "samples", "sampler": "sampler",
                   "sample_steps": "sample_steps", "devices": "devices", "seed": "seed", "data": "data",
-                  "split_channels": "split_channels", "snr_floor": "snr_floor",
+                  "snr_floor": "snr_floor",
                   "low_noise_mix": "low_noise_mix"}  # fmt: skip
+
+
+def _pidm_overrides(args) -> dict:
+    """The ``pidm_settings`` overrides of parsed ``pdejax solve --method pidm`` flags (``None``: not given)."""
+    overrides = {v: getattr(args, k) for k, v in _PIDM_SETTINGS.items()}
+    if args.split_channels is not None:
+        overrides["split_channels"] = _SPLIT_CHANNELS[args.split_channels]
+    if args.no_baseline:
+        overrides["baseline"] = False
+    return overrides
 
 
 def _solve_pidm(args, run: dict | None) -> int:
@@ -1063,10 +1078,7 @@ def _solve_pidm(args, run: dict | None) -> int:
             if args.steps is not None:
                 settings["steps"] = args.steps
         else:
-            overrides = {v: getattr(args, k) for k, v in _PIDM_SETTINGS.items()}
-            if args.no_baseline:
-                overrides["baseline"] = False
-            settings = operators.pidm_settings(args.problem, **overrides)
+            settings = operators.pidm_settings(args.problem, **_pidm_overrides(args))
     except ValueError as e:
         raise CLIError(str(e)) from None
     run_info = {"problem": args.problem, "method": "pidm", "param": [], "x64": x64, "settings": settings}

@@ -455,7 +455,7 @@ def test_cli_pidm_writes_metrics_and_pictures_and_resumes(tmp_path, capsys):
     for f in ("samples.png", "solution.png", "loss.png", "checkpoint.npz", "ddpm/checkpoint.npz", "data.npz"):
         assert (out / f).exists(), f
     assert "darcy pidm: mean |residual|" in capsys.readouterr().out
-    assert json.loads((out / "run.json").read_text())["settings"]["split_channels"] is True  # the default
+    assert json.loads((out / "run.json").read_text())["settings"]["split_channels"] == "cascade"  # the default
     assert main(["solve", "darcy", "--resume", str(out), "--steps", "8", "--no-progress"]) == 0
     assert json.loads((out / "metrics.json").read_text())["steps"] == 8
     # a run.json written before the normalise / ema_warmup / split_channels / snr_floor / low_noise_mix settings
@@ -480,7 +480,7 @@ def test_cli_pidm_writes_metrics_and_pictures_and_resumes(tmp_path, capsys):
         (["solve", "burgers", "--sampler", "ddim"], "--sampler ddim samples a diffusion model"),
         (["solve", "burgers", "--samples", "3"], "--samples: options of --method pidm"),
         (["solve", "darcy", "--method", "fno", "--backbone", "unet"], "--backbone: options of --method pidm"),
-        (["solve", "heat", "--split-channels"], "--split-channels: options of --method pidm"),
+        (["solve", "heat", "--split-channels", "on"], "--split-channels: options of --method pidm"),
         (["solve", "heat", "--snr-floor", "1"], "--snr-floor: options of --method pidm"),
         (["solve", "darcy", "--method", "pidm", "--epochs", "3"], "--epochs: not options of --method pidm"),
         (["solve", "burgers1d", "--method", "pidm"], "use it with darcy"),
@@ -495,6 +495,17 @@ def test_cli_pidm_bad_input(argv, message, capsys, tmp_path):
     assert main([*argv, "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(
+    "flags,split", [([], "cascade"), (["--split-channels", "on"], True), (["--no-split-channels"], False),
+                    (["--split-channels", "off"], False), (["--split-channels", "cascade"], "cascade")]
+)  # fmt: skip
+def test_cli_split_channels_flag_maps_to_the_setting(flags, split):
+    from pdejax.cli import _pidm_overrides, build_parser
+
+    args = build_parser().parse_args(["solve", "darcy", "--method", "pidm", *flags])
+    assert O.pidm_settings("darcy", **_pidm_overrides(args))["split_channels"] == split
 
 
 def test_normalise_none_diffuses_fields_in_their_own_units():
