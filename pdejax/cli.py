@@ -20,9 +20,9 @@ _PIDM_FLAGS = ("samples", "backbone", "schedule", "diffusion_steps", "prediction
 OPERATOR_DATASETS = ("burgers1d", "darcy", "darcy_lognormal", "diffusion_sorption_operator")
 # = pdejax.operators.PIHC_METHODS: physics-only operators of _PIHC_DATASET (PI-HC's own setting)
 _PIHC_DATASET = "diffusion_sorption_operator"
+_PIHC_OPERATOR = ("soft", "hc", "hc-moe")
 # --split-channels choice -> pidm_settings(split_channels=...)
 _SPLIT_CHANNELS = {"cascade": "cascade", "on": True, "off": False}
-_PIHC_OPERATOR = ("soft", "hc", "hc-moe")
 _OPERATOR_FLAGS = (
     "data",
     "epochs",
