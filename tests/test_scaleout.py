@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import forced_devices
 
 # residual-based adaptive resampling (RAD, every 20 steps) and L-BFGS both run sharded; float64 so the
 # comparison is tight
@@ -22,7 +23,7 @@ def _free_port() -> int:
 
 
 def _launch(out, local_devices: int, extra=()):
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={local_devices}", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": forced_devices(local_devices), "JAX_PLATFORMS": "cpu"}
     cmd = [sys.executable, "-m", "pdejax", *_ARGS, "--out", str(out), *extra]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -91,6 +92,6 @@ print("ok")
 
 @pytest.mark.long
 def test_diffusion_training_and_sampling_on_4_devices_match_one_device():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "XLA_FLAGS": forced_devices(4), "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, "-c", _DIFFUSION], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
