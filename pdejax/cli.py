@@ -223,9 +223,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated: PINN optimizers (adam, config, mconfig, multiadam, lra, pcgrad, "
         "each optionally +lbfgs) or methods (pinn = adam+lbfgs; soft = adam with every condition in the loss; "
         "hc, hc-moe: hard constraints by a constraint layer, one or --param experts=K experts; lpinn, Lagrangian "
-        "PINN; teng, float64 with its preset)",
+        "PINN; teng, float64 with its preset); on an operator dataset its methods (fno, deeponet, multionet; "
+        "soft, hc, hc-moe on diffusion_sorption_operator)",
     )
     c.add_argument("--steps", type=_positive_int, default=None, help="first-phase steps, the same for every method")
+    c.add_argument("--epochs", type=_positive_int, default=None,
+                   help="operator datasets: training epochs, the same for every method")  # fmt: skip
+    o = c.add_argument_group("operator datasets (defaults as in pdejax solve DATASET)")
+    o.add_argument("--n-train", type=_positive_int, default=None)
+    o.add_argument("--n-test", type=_positive_int, default=None)
+    o.add_argument("--resolution", type=_positive_int, default=None, help="grid points per axis (in x)")
+    o.add_argument("--batch", type=_positive_int, default=None)
+    o.add_argument("--modes", type=_positive_int, default=None, help="FNO Fourier modes")
+    o.add_argument("--basis", type=_positive_int, default=None, help="hc, hc-moe: basis fields")
+    o.add_argument("--constraint-points", type=_positive_int, default=None, help="hc, hc-moe: PDE rows solved")
     c.add_argument("--lbfgs-steps", type=_nonneg_int, default=None, help="L-BFGS iterations for +lbfgs methods")
     c.add_argument("--seeds", type=_positive_int, default=1, help="seeds 0..K-1 per method")
     c.add_argument("--param", type=_param, action="append", default=[], metavar="KEY=VALUE")
@@ -708,12 +719,16 @@ def _compare(args) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", args.x64)
-    import csv
-
     from . import pinns
-    from ._io import atomic_write_text
-    from ._plots import plot_compare
 
+    if args.problem in OPERATOR_DATASETS:
+        runs = _compare_operators(args, methods, out)
+        _write_compare(out, args.problem, {}, methods, runs, args.seeds, "epochs")
+        return 0
+    operator_only = [f"--{k.replace('_', '-')}" for k in ("epochs", "n_train", "n_test", "resolution", "batch", "modes")
+                     if getattr(args, k) is not None]  # fmt: skip
+    if operator_only:
+        raise CLIError(f"{', '.join(operator_only)}: options of operator datasets; {args.problem} trains for --steps")
     given_experts = any(k == "experts" for k, _ in args.param)
     problem_params, experts = _experts(args.param, "hc-moe" if given_experts or "hc-moe" in methods else "compare")
     problem = _problem(args.problem, problem_params)
@@ -751,7 +766,8 @@ def _compare(args) -> int:
                 elif opt in HC_METHODS:
                     hc = {k: v for k, v in overrides.items() if k != "constraints"}
                     k = experts if opt == "hc-moe" else 1
-                    settings = pinns.hc_settings(problem, "adam", experts=k, seed=seed, **hc)
+                    settings = pinns.hc_settings(problem, "adam", experts=k, seed=seed, n_basis=args.basis,
+                                                 n_constraint=args.constraint_points, **hc)  # fmt: skip
                 elif opt == "soft":
                     # Adam only (like hc, hc-moe) unless --lbfgs-steps asks for L-BFGS after it
                     soft = {**overrides, "constraints": "soft"}
@@ -801,20 +817,32 @@ def _compare(args) -> int:
                 }
             )
             _report(runs[-1])
-    # every run's record, loss terms and rel. L2 history included, for looking into a run afterwards
-    atomic_write_text(out / "compare.json", json.dumps({"problem": problem.name, "runs": runs}, indent=1))
-    fields = ["method", "seed", "rel_l2", "wall_time_s", "steps", "steps_per_s"]
+    _write_compare(out, problem.name, problem.params, methods, runs, args.seeds, "steps")
+    return 0
+
+
+def _write_compare(out: Path, name: str, params: dict, methods: list[str], runs: list[dict], seeds: int,
+                   unit: str) -> None:  # fmt: skip
+    """Write ``compare.json`` (every run's record), ``compare.csv``, ``compare.md`` and ``compare.png``; print
+    the table. ``unit``: what a run's ``steps`` count (steps, or epochs of operator training)."""
+    import csv
     import io
 
+    from ._io import atomic_write_text
+    from ._plots import plot_compare
+
+    # every run's record, loss terms and rel. L2 history included, for looking into a run afterwards
+    atomic_write_text(out / "compare.json", json.dumps({"problem": name, "runs": runs}, indent=1))
+    fields = ["method", "seed", "rel_l2", "wall_time_s", "steps", "steps_per_s"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     w.writeheader()
     w.writerows(runs)
     atomic_write_text(out / "compare.csv", buf.getvalue())
     lines = [
-        f"# {problem.name} {problem.params}: {args.seeds} seed(s) per method",
+        f"# {name} {params}: {seeds} seed(s) per method",
         "",
-        "| method | rel. L2 (mean ± std) | wall time [s] | steps/s | steps |",
+        f"| method | rel. L2 (mean ± std) | wall time [s] | steps/s | {unit} |",
         "| --- | --- | --- | --- | --- |",
     ]
     for method in methods:
@@ -825,9 +853,87 @@ def _compare(args) -> int:
             f"{_mean([r['steps_per_s'] for r in rs]):.1f} | {rs[0]['steps']} |"
         )
     atomic_write_text(out / "compare.md", "\n".join(lines) + "\n")
-    plot_compare(runs, out / "compare.png", f"{problem.name}")
+    plot_compare(runs, out / "compare.png", name)
     print("\n".join(lines))
-    return 0
+
+
+def _compare_operators(args, methods: list[str], out: Path) -> list[dict]:
+    """``pdejax compare DATASET``: operator methods x seeds at equal epochs, each seed's data generated once
+    (``out/data-seed{k}.npz``) and shared by the methods; rows of the ``compare`` table (rel. L2 on the test
+    set, steps/s in optimizer steps)."""
+    given = [f"--{k.replace('_', '-')}" for k in ("steps", "lbfgs_steps", "model", "constraints", "points")
+             if getattr(args, k) is not None]  # fmt: skip
+    if given:
+        raise CLIError(f"{', '.join(given)}: PINN options; operator datasets train for --epochs")
+    hc_only = [f"--{k.replace('_', '-')}" for k in ("basis", "constraint_points") if getattr(args, k) is not None]
+    if hc_only and not set(methods) & set(HC_METHODS):
+        raise CLIError(f"{', '.join(hc_only)}: settings of the methods hc, hc-moe, and none is compared")
+    size = {"n_train": args.n_train, "n_test": args.n_test, "resolution": args.resolution,
+            "batch_size": args.batch, "modes": args.modes}  # fmt: skip
+    allowed = ("fno", "deeponet", "multionet") + (_PIHC_OPERATOR if args.problem == _PIHC_DATASET else ())
+    bad = [m for m in methods if m not in allowed]
+    if bad:
+        raise CLIError(f"unknown method {bad[0]!r} for {args.problem}; choose from {', '.join(allowed)}")
+    rest, experts = _experts(args.param, "hc-moe" if "hc-moe" in methods else methods[0])
+    overlap = None
+    for key, v in rest:
+        if key != "overlap" or "hc-moe" not in methods:
+            raise CLIError(f"--param {key}: the --params of an operator compare are experts, overlap (hc-moe)")
+        try:
+            overlap = float(v)
+        except ValueError:
+            raise CLIError(f"--param overlap must be a number of grid cells, got {v!r}") from None
+    from . import operators
+
+    runs = []
+    for seed in range(args.seeds):
+        data_path = out / f"data-seed{seed}.npz"
+        for method in methods:
+            hc = {"basis": args.basis, "constraint_points": args.constraint_points} if method in HC_METHODS else {}
+            if method == "hc-moe":
+                hc.update(experts=experts, overlap=overlap)
+            try:
+                settings = operators.operator_settings(
+                    args.problem, method, seed=seed, epochs=args.epochs, learning_rate=args.lr, width=args.width,
+                    depth=args.depth, data=str(data_path) if data_path.exists() else None, **size, **hc,
+                )  # fmt: skip
+            except ValueError as e:
+                raise CLIError(f"{method}: {e}") from None
+            if not data_path.exists():
+                n = settings["n_train"] + settings["n_test"]
+                data = operators.generate(args.problem, n, resolution=settings["resolution"], seed=seed,
+                                          progress=not args.no_progress)  # fmt: skip
+                operators.save_dataset(data_path, data)
+                settings["data"] = str(data_path)
+            if not args.no_progress:
+                print(f"[{method} seed {seed}]", file=sys.stderr)
+            try:
+                sol = operators.solve_operator(args.problem, settings, progress=not args.no_progress)
+            except operators.OperatorTrainingDiverged as e:
+                print(f"pdejax: {method} seed {seed}: {e}", file=sys.stderr)
+                runs.append({"method": method, "seed": seed, "rel_l2": float("nan"), "wall_time_s": float("nan"),
+                             "steps": 0, "steps_per_s": float("nan"), "eval_times": [], "eval_rel_l2": []})  # fmt: skip
+                continue
+            res = sol.result
+            steps = res.epochs * (settings["n_train"] // settings["batch_size"])
+            row = {
+                "method": method,
+                "seed": seed,
+                "rel_l2": res.test_rel_l2,
+                "wall_time_s": res.wall_time_s,
+                "steps": res.epochs,
+                "steps_per_s": steps / res.wall_time_s,
+                "eval_times": res.eval_times,
+                "eval_rel_l2": res.eval_rel_l2,
+                "eval_epochs": res.eval_epochs,
+                "final_loss": {k: v[-1] for k, v in res.history.items() if v},
+                "settings": settings,
+            }
+            if sol.constraint_solves is not None:
+                row["constraint_solves"] = sol.constraint_solves
+            runs.append(row)
+            _report(runs[-1])
+    return runs
 
 
 def _points(problem, n):

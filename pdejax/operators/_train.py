@@ -128,7 +128,9 @@ class OperatorResult:
         model: the trained (normalised) operator.
         epochs: epochs done in total; history: per epoch ``loss`` (total), ``data``, ``physics``;
         eval_epochs, eval_rel_l2: test error (mean relative L2 over the test samples) when evaluated;
-        test_rel_l2: the final test error; wall_time_s: seconds of this call (compilation included).
+        test_rel_l2: the final test error; wall_time_s: seconds of this call (compilation included);
+        eval_times: training seconds at each evaluation (summed over resumed calls; NaN for evaluations
+        of checkpoints written before these were recorded).
     """
 
     model: Normalised
@@ -138,6 +140,7 @@ class OperatorResult:
     eval_rel_l2: list[float]
     test_rel_l2: float
     wall_time_s: float
+    eval_times: list[float] = dataclasses.field(default_factory=list)
 
 
 def _rel_l2(pred, true):
@@ -249,6 +252,7 @@ def train_operator(
 
     state = (params, opt.init(params), jax.random.PRNGKey(config.seed))
     start, history, eval_epochs, eval_vals = 0, {"loss": [], "data": [], "physics": []}, [], []
+    eval_times: list[float] = []
     ckpt = Path(out_dir) / CHECKPOINT_NAME if out_dir is not None else None
     if ckpt is not None:
         ckpt.parent.mkdir(parents=True, exist_ok=True)
@@ -260,6 +264,7 @@ def train_operator(
         history = {k: [float(v) for v in extra.get(f"history_{k}", [])] for k in history}
         eval_epochs = [int(v) for v in extra.get("eval_epochs", [])]
         eval_vals = [float(v) for v in extra.get("eval_rel_l2", [])]
+        eval_times = [float(v) for v in extra.get("eval_times", [np.nan] * len(eval_epochs))]
         if mesh is not None:
             state = jax.device_put(state, rep)
 
@@ -271,7 +276,8 @@ def train_operator(
         if ckpt is None:
             return
         extra = {f"history_{k}": np.asarray(v) for k, v in history.items()}
-        extra.update(eval_epochs=np.asarray(eval_epochs, np.int64), eval_rel_l2=np.asarray(eval_vals))
+        extra.update(eval_epochs=np.asarray(eval_epochs, np.int64), eval_rel_l2=np.asarray(eval_vals),
+                     eval_times=np.asarray(eval_times))  # fmt: skip
         save_checkpoint(ckpt, st, {"epoch": ep, "kind": "operator"}, extra)
 
     bar = None
@@ -280,6 +286,12 @@ def train_operator(
 
         bar = tqdm(total=config.epochs, initial=start, unit="epoch", dynamic_ncols=True)
     t0 = time.perf_counter()
+    # a resumed run's clock continues from its last recorded evaluation
+    base = next((t for t in reversed(eval_times) if np.isfinite(t)), 0.0)
+
+    def clock():
+        return base + time.perf_counter() - t0
+
     ep = start
     try:
         for ep in range(start + 1, config.epochs + 1):
@@ -300,6 +312,7 @@ def train_operator(
             if ep % config.eval_every == 0 or ep == config.epochs:
                 eval_epochs.append(ep)
                 eval_vals.append(evaluate(p))
+                eval_times.append(clock())
             if bar is not None:
                 post = {"loss": f"{history['loss'][-1]:.3e}"}
                 if eval_vals:
@@ -314,6 +327,7 @@ def train_operator(
     if not eval_epochs or eval_epochs[-1] != ep:
         eval_epochs.append(ep)
         eval_vals.append(evaluate(state[0]))
+        eval_times.append(clock())
     save(state, ep)
     return OperatorResult(
         model=eqx.combine(state[0], static),
@@ -323,4 +337,5 @@ def train_operator(
         eval_rel_l2=eval_vals,
         test_rel_l2=eval_vals[-1],
         wall_time_s=time.perf_counter() - t0,
+        eval_times=eval_times,
     )

@@ -78,11 +78,19 @@ def test_darcy_with_the_physics_loss_and_few_labels(tmp_path):
             ],
             "experts=40 splits 16 grid points",
         ),
+        (["compare", "diffusion_sorption_operator", "--methods", "hc", "--steps", "3"], "--steps: PINN options"),
+        (["compare", "burgers", "--methods", "adam", "--epochs", "3"], "--epochs: options of operator datasets"),
+        (["compare", "burgers1d", "--methods", "fno,hc"], "unknown method 'hc' for burgers1d; choose from fno, "),
+        (["compare", "diffusion_sorption_operator", "--methods", "soft", "--basis", "4"], "none is compared"),
+        (
+            ["compare", "diffusion_sorption_operator", "--methods", "hc", "--param", "overlap=2"],
+            "--param overlap: the --params of an operator compare are experts, overlap",
+        ),
     ],
 )
 def test_bad_operator_input_gives_one_line(args, match, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main(args) == 2
+    assert main(args + (["--out", "c"] if args[0] == "compare" else [])) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("pdejax: error:")
     assert __import__("re").search(match, err), err
@@ -124,3 +132,27 @@ def test_physics_only_diffusion_sorption_operators_train_report_their_solves_and
         O.operator_settings("diffusion_sorption_operator", "fno", basis=4)
     s = O.operator_settings("diffusion_sorption_operator", "soft")
     assert s["physics_weight"] == 1.0 and s["batch_size"] == 8 and s["resolution"] == 64
+
+
+def test_compare_physics_only_operators_share_each_seeds_data_and_time_their_evaluations(tmp_path):
+    # PI-HC's comparison from the CLI: each seed's dataset is generated once and used by every method
+    out = tmp_path / "cmp"
+    args = ["compare", "diffusion_sorption_operator", "--methods", "soft,hc-moe", "--param", "experts=2", "--param",
+            "overlap=1", "--n-train", "8", "--n-test", "4", "--resolution", "12", "--basis", "4",
+            "--constraint-points", "32", "--modes", "3", "--epochs", "3", "--batch", "4", "--width", "8",
+            "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    runs = json.loads((out / "compare.json").read_text())["runs"]
+    assert [r["method"] for r in runs] == ["soft", "hc-moe"] and all(r["steps"] == 3 for r in runs)
+    assert {r["settings"]["data"] for r in runs} == {str(out / "data-seed0.npz")}
+    moe = runs[1]
+    assert moe["settings"]["experts"] == 2 and moe["settings"]["basis"] == 4 and "constraint_solves" in moe
+    assert runs[0]["settings"]["physics_weight"] == 1.0 and runs[0]["settings"]["labels"] == 0.0
+    for r in runs:
+        t = np.asarray(r["eval_times"])
+        assert len(t) == len(r["eval_rel_l2"]) == len(r["eval_epochs"]) and np.all(np.diff(t) > 0)
+        assert 0 < t[-1] <= r["wall_time_s"] + 1e-6 and r["steps_per_s"] == pytest.approx(3 * 2 / r["wall_time_s"])
+        assert r["rel_l2"] == r["eval_rel_l2"][-1] > 0
+    table = (out / "compare.md").read_text()
+    assert "| epochs |" in table and "| soft |" in table and "| hc-moe |" in table
+    assert (out / "compare.png").exists() and (out / "compare.csv").read_text().count("\n") == 3
