@@ -840,7 +840,7 @@ def _write_compare(out: Path, name: str, params: dict, methods: list[str], runs:
     w.writerows(runs)
     atomic_write_text(out / "compare.csv", buf.getvalue())
     lines = [
-        f"# {name} {params}: {seeds} seed(s) per method",
+        f"# {name}{f' {params}' if params else ''}: {seeds} seed(s) per method",
         "",
         f"| method | rel. L2 (mean ± std) | wall time [s] | steps/s | {unit} |",
         "| --- | --- | --- | --- | --- |",

@@ -10,9 +10,10 @@ import tempfile
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "pdejax-test-jit-cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 # Most tests run small programs once, so XLA's compile time dominates them; LLVM's optimisation passes
-# are much of it on CPU. Level 1 took the suite from 12.6 to 11.1 minutes on 2 cores; level 0 (10 min) slows
-# the tests that run long programs 2-4x and moved a Levenberg-Marquardt solve's stopping point enough to break
-# a finite-difference check, so it is not used. PDEJAX_TEST_XLA_OPT=2 restores XLA's default.
+# are much of it on CPU. Level 1 (with the references' single-pass checks) took the suite from 12.6 to
+# 11.1 minutes on 2 cores; level 0 (10 min) slows the tests that run long programs 2-4x and moved a
+# Levenberg-Marquardt solve's stopping point enough to break a finite-difference check, so it is not
+# used. PDEJAX_TEST_XLA_OPT=2 restores XLA's default.
 _OPT_FLAG = f"--xla_backend_optimization_level={os.environ.get('PDEJAX_TEST_XLA_OPT', '1')}"
 os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_OPT_FLAG}".strip()
 
