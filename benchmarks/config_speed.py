@@ -23,14 +23,15 @@ import time
 import numpy as np
 
 
-def build_pdejax(block: int, optimizer: str):
+def build_pdejax(block: int, optimizer: str, width: int = 20, depth: int = 3):
     import jax
 
     import pdejax.problems as P
     from pdejax import pinns
 
     problem = P.get("burgers")
-    field, tp = pinns.make_field(problem, "mlp", width=20, depth=3, constraints="soft", key=jax.random.PRNGKey(0))
+    field, tp = pinns.make_field(problem, "mlp", width=width, depth=depth, constraints="soft",
+                                 key=jax.random.PRNGKey(0))  # fmt: skip
     cfg = pinns.TrainConfig(steps=10**7, decay_rate=1.0, n_points={"pde": 2540, "bc": 80, "ic": 160})
     trainer = pinns.Trainer(tp, field, cfg, pinns.config(1e-3) if optimizer == "config" else None)
     box = {"state": trainer.init_state()}
@@ -43,22 +44,16 @@ def build_pdejax(block: int, optimizer: str):
     return run, points, problem.params["nu"]
 
 
-def build_torch(points, nu: float, threads: int, block: int):
+def build_torch(points, nu: float, threads: int, block: int, width: int = 20, depth: int = 3):
     import torch
     from conflictfree.grad_operator import ConFIG_update
     from conflictfree.utils import apply_gradient_vector, get_gradient_vector
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    net = torch.nn.Sequential(
-        torch.nn.Linear(2, 20),
-        torch.nn.Tanh(),
-        torch.nn.Linear(20, 20),
-        torch.nn.Tanh(),
-        torch.nn.Linear(20, 20),
-        torch.nn.Tanh(),
-        torch.nn.Linear(20, 1),
-    )
+    sizes = [2] + [width] * depth
+    layers = [m for a, b in zip(sizes[:-1], sizes[1:]) for m in (torch.nn.Linear(a, b), torch.nn.Tanh())]
+    net = torch.nn.Sequential(*layers, torch.nn.Linear(width, 1))
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     pde = torch.tensor(points["pde"], dtype=torch.float32, requires_grad=True)
     ic = torch.tensor(points["ic"], dtype=torch.float32)
@@ -96,13 +91,15 @@ def main():
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--json", default=None)
+    ap.add_argument("--width", type=int, default=20, help="hidden width (default: the 2-20-20-20-1 network)")
+    ap.add_argument("--depth", type=int, default=3, help="hidden layers (the ConFIG paper's Burgers net: 50, 5)")
     a = ap.parse_args()
-    run_cfg, points, nu = build_pdejax(a.block, "config")
-    run_adam, _, _ = build_pdejax(a.block, "adam")
+    run_cfg, points, nu = build_pdejax(a.block, "config", a.width, a.depth)
+    run_adam, _, _ = build_pdejax(a.block, "adam", a.width, a.depth)
     runners = {
         "pdejax_config": run_cfg,
         "pdejax_adam": run_adam,
-        "torch_config": build_torch(points, nu, a.threads, a.block),
+        "torch_config": build_torch(points, nu, a.threads, a.block, a.width, a.depth),
     }
     for run in runners.values():
         run()  # warm-up / compilation
