@@ -729,6 +729,7 @@ def _compare(args) -> int:
                      if getattr(args, k) is not None]  # fmt: skip
     if operator_only:
         raise CLIError(f"{', '.join(operator_only)}: options of operator datasets; {args.problem} trains for --steps")
+    _hc_flags_need_hc(args, methods)
     given_experts = any(k == "experts" for k, _ in args.param)
     problem_params, experts = _experts(args.param, "hc-moe" if given_experts or "hc-moe" in methods else "compare")
     problem = _problem(args.problem, problem_params)
@@ -857,6 +858,13 @@ def _write_compare(out: Path, name: str, params: dict, methods: list[str], runs:
     print("\n".join(lines))
 
 
+def _hc_flags_need_hc(args, methods: list[str]) -> None:
+    """``compare``'s ``--basis`` / ``--constraint-points`` set the hc methods: refuse them when none runs."""
+    hc_only = [f"--{k.replace('_', '-')}" for k in ("basis", "constraint_points") if getattr(args, k) is not None]
+    if hc_only and not set(methods) & set(HC_METHODS):
+        raise CLIError(f"{', '.join(hc_only)}: settings of the methods hc, hc-moe, and none is compared")
+
+
 def _compare_operators(args, methods: list[str], out: Path) -> list[dict]:
     """``pdejax compare DATASET``: operator methods x seeds at equal epochs, each seed's data generated once
     (``out/data-seed{k}.npz``) and shared by the methods; rows of the ``compare`` table (rel. L2 on the test
@@ -865,9 +873,7 @@ def _compare_operators(args, methods: list[str], out: Path) -> list[dict]:
              if getattr(args, k) is not None]  # fmt: skip
     if given:
         raise CLIError(f"{', '.join(given)}: PINN options; operator datasets train for --epochs")
-    hc_only = [f"--{k.replace('_', '-')}" for k in ("basis", "constraint_points") if getattr(args, k) is not None]
-    if hc_only and not set(methods) & set(HC_METHODS):
-        raise CLIError(f"{', '.join(hc_only)}: settings of the methods hc, hc-moe, and none is compared")
+    _hc_flags_need_hc(args, methods)
     size = {"n_train": args.n_train, "n_test": args.n_test, "resolution": args.resolution,
             "batch_size": args.batch, "modes": args.modes}  # fmt: skip
     allowed = ("fno", "deeponet", "multionet") + (_PIHC_OPERATOR if args.problem == _PIHC_DATASET else ())

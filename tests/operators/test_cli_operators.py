@@ -82,6 +82,7 @@ def test_darcy_with_the_physics_loss_and_few_labels(tmp_path):
         (["compare", "burgers", "--methods", "adam", "--epochs", "3"], "--epochs: options of operator datasets"),
         (["compare", "burgers1d", "--methods", "fno,hc"], "unknown method 'hc' for burgers1d; choose from fno, "),
         (["compare", "diffusion_sorption_operator", "--methods", "soft", "--basis", "4"], "none is compared"),
+        (["compare", "burgers", "--methods", "adam,config", "--constraint-points", "64"], "none is compared"),
         (
             ["compare", "diffusion_sorption_operator", "--methods", "hc", "--param", "overlap=2"],
             "--param overlap: the --params of an operator compare are experts, overlap",
