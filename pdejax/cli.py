@@ -865,6 +865,14 @@ def _hc_flags_need_hc(args, methods: list[str]) -> None:
         raise CLIError(f"{', '.join(hc_only)}: settings of the methods hc, hc-moe, and none is compared")
 
 
+def _overlap_value(text: str) -> float:
+    """The value of ``--param overlap=C`` (grid cells each hc-moe block is widened by), checked to be a number."""
+    try:
+        return float(text)
+    except ValueError:
+        raise CLIError(f"--param overlap must be a number of grid cells, got {text!r}") from None
+
+
 def _compare_operators(args, methods: list[str], out: Path) -> list[dict]:
     """``pdejax compare DATASET``: operator methods x seeds at equal epochs, each seed's data generated once
     (``out/data-seed{k}.npz``) and shared by the methods; rows of the ``compare`` table (rel. L2 on the test
@@ -885,10 +893,7 @@ def _compare_operators(args, methods: list[str], out: Path) -> list[dict]:
     for key, v in rest:
         if key != "overlap" or "hc-moe" not in methods:
             raise CLIError(f"--param {key}: the --params of an operator compare are experts, overlap (hc-moe)")
-        try:
-            overlap = float(v)
-        except ValueError:
-            raise CLIError(f"--param overlap must be a number of grid cells, got {v!r}") from None
+        overlap = _overlap_value(v)
     from . import operators
 
     runs = []
@@ -1061,10 +1066,7 @@ def _solve_operator(args) -> int:
         if given_overlap and method != "hc-moe":
             raise CLIError(f"--param overlap is a setting of --method hc-moe, not of --method {method}")
         if given_overlap:
-            try:
-                overlap = float(given_overlap[-1])
-            except ValueError:
-                raise CLIError(f"--param overlap must be a number of grid cells, got {given_overlap[-1]!r}") from None
+            overlap = _overlap_value(given_overlap[-1])
         experts = k if method == "hc-moe" else None
     if method == "pidm":
         return _solve_pidm(args, run)
