@@ -161,19 +161,26 @@ def plot_operator_samples(
 
     Args:
         inputs: ``(k, c_in, *grid)``; pred, true: ``(k, c_out, *grid)`` (first channel shown);
-        coords: ``(*grid, d)`` with ``d`` = 1 (line plots) or 2 (images); path: output PNG.
+        coords: ``(*grid, d)`` with ``d`` = 1 (line plots), 2 (images) or 3 (space-time ``(x, y, t)``: the
+            input at the first time, the fields at the last); path: output PNG.
         labels: names of the coordinates (grid axis 0 is drawn vertically in images, axis 1 across).
     """
     plt = _plt()
     k, d = len(inputs), coords.shape[-1]
+    last = d == 3
+    if last:
+        coords, d = coords[..., 0, :2], 2
     fig, axes = plt.subplots(k, 4, figsize=(13, 2.8 * k), squeeze=False)
     for i in range(k):
         a, p, t = inputs[i, 0], pred[i, 0], true[i, 0]
-        panels = (("input", a), ("prediction", p), ("truth", t), ("|error|", np.abs(p - t)))
+        if last:
+            a, p, t = a[..., 0], p[..., -1], t[..., -1]
+        when = " (last time)" if last else ""
+        panels = (("input", a), ("prediction" + when, p), ("truth" + when, t), ("|error|" + when, np.abs(p - t)))
         for ax, (title, v) in zip(axes[i], panels):
             if d == 1:
                 ax.plot(coords[:, 0], v, lw=1.2)
-                if title == "prediction":
+                if title.startswith("prediction"):
                     ax.plot(coords[:, 0], t, "k--", lw=0.8, label="truth")
                     ax.legend(fontsize=7)
             else:
@@ -184,7 +191,7 @@ def plot_operator_samples(
                     ax.set_ylabel(labels[0], fontsize=8)
                     ax.set_xlabel(labels[1], fontsize=8)
             rel = np.linalg.norm(p - t) / np.linalg.norm(t)
-            ax.set_title(f"{title}" + (f" (rel L2 {rel:.2e})" if title == "|error|" else ""), fontsize=9)
+            ax.set_title(f"{title}" + (f" (rel L2 {rel:.2e})" if title.startswith("|error|") else ""), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -17,9 +17,9 @@ DIFFUSION_SAMPLERS = ("ddpm", "ddim")
 _PIDM_FLAGS = ("samples", "backbone", "schedule", "diffusion_steps", "prediction", "sample_steps", "no_baseline",
                "split_channels", "snr_floor", "low_noise_mix")  # fmt: skip
 # = pdejax.operators.DATASETS, named here to parse without jax
-OPERATOR_DATASETS = ("burgers1d", "darcy", "darcy_lognormal", "diffusion_sorption_operator")
-# = pdejax.operators.PIHC_METHODS: physics-only operators of _PIHC_DATASET (PI-HC's own setting)
-_PIHC_DATASET = "diffusion_sorption_operator"
+OPERATOR_DATASETS = ("burgers1d", "darcy", "darcy_lognormal", "diffusion_sorption_operator", "navier_stokes_operator")
+# = pdejax.operators.PIHC_METHODS: physics-only operators of _PIHC_DATASETS (PI-HC's own settings)
+_PIHC_DATASETS = ("diffusion_sorption_operator", "navier_stokes_operator")
 _PIHC_OPERATOR = ("soft", "hc", "hc-moe")
 # --split-channels choice -> pidm_settings(split_channels=...)
 _SPLIT_CHANNELS = {"cascade": "cascade", "on": True, "off": False}
@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         "each optionally +lbfgs) or methods (pinn = adam+lbfgs; soft = adam with every condition in the loss; "
         "hc, hc-moe: hard constraints by a constraint layer, one or --param experts=K experts; lpinn, Lagrangian "
         "PINN; teng, float64 with its preset); on an operator dataset its methods (fno, deeponet, multionet; "
-        "soft, hc, hc-moe on diffusion_sorption_operator)",
+        "soft, hc, hc-moe on diffusion_sorption_operator and navier_stokes_operator)",
     )
     c.add_argument("--steps", type=_positive_int, default=None, help="first-phase steps, the same for every method")
     c.add_argument("--epochs", type=_positive_int, default=None,
@@ -331,7 +331,7 @@ def _list(args) -> int:
         print(f"  {'':20s} parameters: {pars or 'none'}")
     print(f"methods: {', '.join(METHODS)}")
     print(f"operator learning (pdejax solve DATASET): datasets {', '.join(OPERATOR_DATASETS)}; "
-          f"methods {', '.join(OPERATOR_METHODS)}; on diffusion_sorption_operator also the physics-only "
+          f"methods {', '.join(OPERATOR_METHODS)}; on {' and '.join(_PIHC_DATASETS)} also the physics-only "
           f"{', '.join(_PIHC_OPERATOR)} (PI-HC)")  # fmt: skip
     print(f"optimizers (pinn): {', '.join(pinns.OPTIMIZERS)}")
     print(f"models (pinn): {', '.join(MODELS)}")
@@ -884,7 +884,7 @@ def _compare_operators(args, methods: list[str], out: Path) -> list[dict]:
     _hc_flags_need_hc(args, methods)
     size = {"n_train": args.n_train, "n_test": args.n_test, "resolution": args.resolution,
             "batch_size": args.batch, "modes": args.modes}  # fmt: skip
-    allowed = ("fno", "deeponet", "multionet") + (_PIHC_OPERATOR if args.problem == _PIHC_DATASET else ())
+    allowed = ("fno", "deeponet", "multionet") + (_PIHC_OPERATOR if args.problem in _PIHC_DATASETS else ())
     bad = [m for m in methods if m not in allowed]
     if bad:
         raise CLIError(f"unknown method {bad[0]!r} for {args.problem}; choose from {', '.join(allowed)}")
@@ -1041,17 +1041,17 @@ def _solve_operator(args) -> int:
     """``pdejax solve burgers1d|darcy --method fno|deeponet|multionet``: learn the dataset's solution operator."""
     given = [f"--{k.replace('_', '-')}" for k in _PINN_ONLY if getattr(args, k) not in (None, False)]
     run = _read_run(args)
-    method = args.method or (run["method"] if run else "hc" if args.problem == _PIHC_DATASET else "fno")
+    method = args.method or (run["method"] if run else "hc" if args.problem in _PIHC_DATASETS else "fno")
     if method == "pidm":
         given = [g for g in given if g not in ("--steps", "--sampler")]  # pidm's training steps and sampler
-    pihc = args.problem == _PIHC_DATASET and method in _PIHC_OPERATOR
+    pihc = args.problem in _PIHC_DATASETS and method in _PIHC_OPERATOR
     if pihc and method != "soft":
         given = [g for g in given if g not in ("--basis", "--constraint-points")]
     params = [] if pihc and run is None else args.param
     if given or params:
         flags = ", ".join(given + (["--param"] if params else []))
         raise CLIError(f"{flags}: not options of operator learning ({args.problem}); see pdejax solve --help")
-    methods = OPERATOR_METHODS + (_PIHC_OPERATOR if args.problem == _PIHC_DATASET else ())
+    methods = OPERATOR_METHODS + (_PIHC_OPERATOR if args.problem in _PIHC_DATASETS else ())
     if method not in methods:
         raise CLIError(f"{args.problem} is an operator-learning dataset: --method must be one of {', '.join(methods)}")
     experts = overlap = None
@@ -1134,7 +1134,7 @@ def _solve_operator(args) -> int:
                   f"(at most {c['iterations_max']} iterations, residual up to {c['residual_max']:.3e})")  # fmt: skip
     _require_finite(sol.prediction, "the operator's prediction on the test set")
     k = min(3, len(sol.test))
-    labels = ("x", "t / T") if args.problem == _PIHC_DATASET else None
+    labels = {"diffusion_sorption_operator": ("x", "t / T"), "navier_stokes_operator": ("x", "y")}.get(args.problem)
     plot_operator_samples(sol.test.inputs[:k], sol.prediction[:k], sol.test.outputs[:k], sol.test.coords,
                           out / "solution.png", labels)  # fmt: skip
     names = ["data", "physics"] if settings["physics_weight"] > 0 else ["data"]

@@ -58,8 +58,8 @@ def test_list(capsys):
     for name in P.names():
         assert name in out
     assert "beta=10" in out and "adam+lbfgs" in out
-    assert "datasets burgers1d, darcy, darcy_lognormal, diffusion_sorption_operator; methods fno, deeponet" in out
-    assert "multionet, pidm; on diffusion_sorption_operator also the physics-only soft, hc, hc-moe" in out
+    assert "darcy_lognormal, diffusion_sorption_operator, navier_stokes_operator; methods fno, deeponet" in out
+    assert "on diffusion_sorption_operator and navier_stokes_operator also the physics-only soft, hc, hc-moe" in out
 
 
 def test_reference_writes_npz(tmp_path):

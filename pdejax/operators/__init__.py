@@ -65,6 +65,9 @@ from ._pihc import (
     diffusion_sorption_pairs,
     diffusion_sorption_residual,
     grid_physics,
+    navier_stokes_grid,
+    navier_stokes_pairs,
+    navier_stokes_residual,
     solve_summary,
 )
 from ._solve import (
@@ -175,4 +178,7 @@ __all__ = [
     "diffusion_sorption_pairs",
     "diffusion_sorption_residual",
     "grid_physics",
+    "navier_stokes_grid",
+    "navier_stokes_pairs",
+    "navier_stokes_residual",
 ]

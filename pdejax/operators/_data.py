@@ -298,6 +298,7 @@ class DatasetKind:
 
 
 DS_OPERATOR_NT = 51  # saved times of the diffusion-sorption operator dataset
+NS_OPERATOR_NT = 11  # saved times of the Navier-Stokes operator dataset (t = 0, 0.1, ..., 1)
 
 
 def _pihc():
@@ -312,6 +313,12 @@ def diffusion_sorption_operator_physics(a: Float[Array, "1 s nt"], u: Float[Arra
     squares (:func:`pdejax.operators.diffusion_sorption_residual` on ``u``'s grid, ``a`` the initial state
     broadcast over time)."""
     return _pihc().grid_physics(_pihc().diffusion_sorption_residual(*u.shape[1:]))(a, u)
+
+
+def navier_stokes_operator_physics(a: Float[Array, "1 s s nt"], u: Float[Array, "1 s s nt"]) -> Float[Array, ""]:
+    """The Navier–Stokes physics loss of one vorticity field on the (x, y, t) grid: the PDE and IC rows' mean
+    squares (:func:`pdejax.operators.navier_stokes_residual`, ``a`` the initial vorticity broadcast over time)."""
+    return _pihc().grid_physics(_pihc().navier_stokes_residual(u.shape[1], u.shape[3]))(a, u)
 
 
 def _burgers_coords(s):
@@ -347,6 +354,12 @@ DATASETS: dict[str, DatasetKind] = {
         "1D diffusion-sorption, random u0 -> u(x, t) on an (x, t) grid of 51 times (PI-HC paper's setting)",
         lambda s: _pihc().diffusion_sorption_grid(s, DS_OPERATOR_NT),
     ),
+    "navier_stokes_operator": DatasetKind(
+        lambda key, n, s: _pihc().navier_stokes_pairs(key, n, s, nt=NS_OPERATOR_NT),
+        32,
+        "2D Navier-Stokes (vorticity, nu=1e-3), random w0 -> w(x, y, t) on an (x, y, t) grid of 11 times (PI-HC paper)",
+        lambda s: _pihc().navier_stokes_grid(s, NS_OPERATOR_NT),
+    ),
 }
 
 
@@ -375,8 +388,9 @@ def generate(
         raise ValueError(f"need n >= 1 and batch >= 1, got n={n}, batch={batch}")
     kind = DATASETS[name]
     s = kind.resolution if resolution is None else int(resolution)
-    if s < 8 or (name == "burgers1d" and s % 2):
-        raise ValueError(f"resolution must be >= 8{' and even' if name == 'burgers1d' else ''}, got {s}")
+    even = name in ("burgers1d", "navier_stokes_operator")
+    if s < 8 or (even and s % 2):
+        raise ValueError(f"resolution must be >= 8{' and even' if even else ''}, got {s}")
     # the solves run in float64 whatever the global setting (float32 CG cannot reach the tolerance); the
     # pairs are stored as float32, far below any operator's learning error
     with jax.enable_x64(True):
@@ -442,4 +456,5 @@ def darcy_physics(a: Float[Array, "1 s s"], u: Float[Array, "1 s s"]) -> Float[A
 PHYSICS: dict[str, Callable] = {
     "darcy": darcy_physics,
     "diffusion_sorption_operator": diffusion_sorption_operator_physics,
+    "navier_stokes_operator": navier_stokes_operator_physics,
 }

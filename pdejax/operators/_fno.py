@@ -45,14 +45,15 @@ class SpectralConv(eqx.Module):
     """Spectral convolution ``v -> F^-1(R . F v)`` with a learned complex ``R`` on the lowest modes.
 
     ``F`` is the real FFT over the grid axes. In 1D ``R`` acts on modes ``0..m-1``; in 2D on the modes
-    ``|k_1| < m_1`` (both signs, the full FFT axis) times ``0 <= k_2 < m_2`` (the half-spectrum axis);
-    higher modes are zeroed. The weights are stored as real and imaginary parts (``(2, in, out, *modes)``)
-    so that every optimizer sees real parameters. Because the truncation is in mode space the layer applies
-    to any grid with enough points (resolution-independent evaluation).
+    ``|k_1| < m_1`` (both signs, the full FFT axis) times ``0 <= k_2 < m_2`` (the half-spectrum axis); in
+    3D likewise, both signs on the first two axes; higher modes are zeroed. The weights are stored as real
+    and imaginary parts (``(2, in, out, *modes)``) so that every optimizer sees real parameters. Because the
+    truncation is in mode space the layer applies to any grid with enough points (resolution-independent
+    evaluation).
 
     ``transform``: ``'fft'`` (real FFT of the whole grid), ``'dft'`` (only the retained modes, as real
-    matrix products: faster on CPU for a few modes) or ``'auto'`` (``'dft'`` unless the Nyquist mode of
-    the last axis is retained). Both compute the same map.
+    matrix products: faster on CPU for a few modes; 1D and 2D) or ``'auto'`` (``'dft'`` unless the Nyquist
+    mode of the last axis is retained, or the grid is 3D). Both compute the same map.
     """
 
     weight: Float[Array, "2 inp out *modes"]
@@ -61,9 +62,10 @@ class SpectralConv(eqx.Module):
 
     def __init__(self, inp: int, out: int, modes: int | tuple[int, ...], transform: str = "auto", *, key: PRNGKeyArray):
         modes = (int(modes),) if np.isscalar(modes) else tuple(int(m) for m in modes)
-        if len(modes) not in (1, 2) or min(modes) < 1:
-            raise ValueError(f"modes must be 1 or 2 positive integers, got {modes}")
-        shape = (inp, out) + ((modes[0],) if len(modes) == 1 else (2 * modes[0], modes[1]))
+        if len(modes) not in (1, 2, 3) or min(modes) < 1:
+            raise ValueError(f"modes must be 1 to 3 positive integers, got {modes}")
+        # every axis but the last (the real FFT's half spectrum) keeps both signs of its modes
+        shape = (inp, out) + tuple(2 * m for m in modes[:-1]) + (modes[-1],)
         # the FNO code's initialisation: uniform [0, 1) scaled by 1 / (in * out)
         if transform not in TRANSFORMS:
             raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
@@ -74,10 +76,7 @@ class SpectralConv(eqx.Module):
         """Raise ``ValueError`` if ``grid`` has too few points for the retained modes."""
         if len(grid) != len(self.modes):
             raise ValueError(f"a {len(self.modes)}D spectral convolution got a field on a {len(grid)}D grid {grid}")
-        if len(grid) == 1:
-            ok = grid[0] // 2 + 1 >= self.modes[0]
-        else:
-            ok = grid[0] >= 2 * self.modes[0] and grid[1] // 2 + 1 >= self.modes[1]
+        ok = grid[-1] // 2 + 1 >= self.modes[-1] and all(n >= 2 * m for n, m in zip(grid[:-1], self.modes[:-1]))
         if not ok:
             raise ValueError(f"grid {grid} is too coarse for {self.modes} Fourier modes")
 
@@ -91,9 +90,8 @@ class SpectralConv(eqx.Module):
     def _use_dft(self, grid: tuple[int, ...]) -> bool:
         dft = self.transform != "fft" and _dft_fits(grid, self.modes)
         if self.transform == "dft" and not dft:
-            raise ValueError(
-                f"transform='dft' leaves out the Nyquist mode: {self.modes} modes on grid {grid} need 'fft'"
-            )
+            why = "covers 1D and 2D grids" if len(grid) > 2 else "leaves out the Nyquist mode"
+            raise ValueError(f"transform='dft' {why}: {self.modes} modes on grid {grid} need 'fft'")
         return dft
 
     def _fft(self, v):
@@ -106,11 +104,17 @@ class SpectralConv(eqx.Module):
             m = self.modes[0]
             low = jnp.einsum("ik,iok->ok", vh[:, :m], w)
             out = jnp.zeros(spec, vh.dtype).at[:, :m].set(low)
-        else:
+        elif len(grid) == 2:
             m1, m2 = self.modes
             block = jnp.concatenate([vh[:, :m1, :m2], vh[:, -m1:, :m2]], axis=1)
             low = jnp.einsum("ikl,iokl->okl", block, w)
             out = jnp.zeros(spec, vh.dtype).at[:, :m1, :m2].set(low[:, :m1]).at[:, -m1:, :m2].set(low[:, m1:])
+        else:
+            # the retained modes as index sets per axis, in the weights' order: 0..m-1, then -m..-1
+            idx = [np.r_[0:m, n - m : n] for n, m in zip(grid[:-1], self.modes[:-1])] + [np.arange(self.modes[-1])]
+            sel = (slice(None),) + np.ix_(*idx)
+            low = jnp.einsum("iabc,ioabc->oabc", vh[sel], w)
+            out = jnp.zeros(spec, vh.dtype).at[sel].set(low)
         return jnp.fft.irfftn(out, s=grid, axes=axes)
 
 
@@ -161,7 +165,8 @@ def _dft_last(conv: SpectralConv, v: Float[Array, "b *grid inp"]) -> Float[Array
 
 def _dft_fits(grid: tuple[int, ...], modes: tuple[int, ...]) -> bool:
     # the real-matrix DFT leaves out the Nyquist mode of the half-spectrum axis; use the FFT when it is kept
-    return modes[-1] <= grid[-1] // 2
+    # (and on 3D grids, which the matrix form does not cover)
+    return len(modes) <= 2 and modes[-1] <= grid[-1] // 2
 
 
 def _cos_sin(n: int, k: np.ndarray, dtype) -> tuple[Array, Array]:
@@ -171,12 +176,13 @@ def _cos_sin(n: int, k: np.ndarray, dtype) -> tuple[Array, Array]:
 
 
 class FNO(eqx.Module):
-    """Fourier neural operator ``a(x) -> u(x)`` on a 1D or 2D grid (Li et al., ICLR 2021).
+    """Fourier neural operator ``a(x) -> u(x)`` on a 1D, 2D or 3D grid (Li et al., ICLR 2021).
 
     The input channels and the grid coordinates are lifted pointwise to ``width`` channels; ``depth``
     Fourier layers ``v <- gelu(K v + W v)`` follow (spectral convolution ``K``, pointwise ``W``; no
     activation after the last), then a pointwise two-layer projection (``width -> proj -> out``, GELU).
-    ``padding`` zero-pads the grid on the high side of each axis before the Fourier layers and crops
+    ``padding`` (one count, or one per axis: 0 on periodic axes) zero-pads the grid on the high side of
+    each axis before the Fourier layers and crops
     after them (the FNO paper's treatment of non-periodic problems such as Darcy). ``transform``: how the
     spectral convolutions transform (:class:`SpectralConv`).
 
@@ -189,7 +195,7 @@ class FNO(eqx.Module):
     skip: tuple[Pointwise, ...]
     proj1: Pointwise
     proj2: Pointwise
-    padding: int = eqx.field(static=True)
+    padding: int | tuple[int, ...] = eqx.field(static=True)
 
     def __init__(
         self,
@@ -199,22 +205,25 @@ class FNO(eqx.Module):
         width: int = 64,
         depth: int = 4,
         proj: int = 128,
-        padding: int = 0,
+        padding: int | tuple[int, ...] = 0,
         transform: str = "auto",
         *,
         key: PRNGKeyArray,
     ):
         modes = (int(modes),) if np.isscalar(modes) else tuple(int(m) for m in modes)
-        if width < 1 or depth < 1 or proj < 1 or padding < 0:
-            raise ValueError(f"need width, depth, proj >= 1 and padding >= 0; got {width}, {depth}, {proj}, {padding}")
         d = len(modes)
+        padding = int(padding) if np.isscalar(padding) else tuple(int(p) for p in padding)
+        if not np.isscalar(padding) and len(padding) != d:
+            raise ValueError(f"padding needs one count per grid axis ({d}), got {padding}")
+        if width < 1 or depth < 1 or proj < 1 or min(np.atleast_1d(padding)) < 0:
+            raise ValueError(f"need width, depth, proj >= 1 and padding >= 0; got {width}, {depth}, {proj}, {padding}")
         keys = jax.random.split(key, 2 * depth + 3)
         self.lift = Pointwise(in_channels + d, width, key=keys[0])
         self.spectral = tuple(SpectralConv(width, width, modes, transform, key=k) for k in keys[1 : depth + 1])
         self.skip = tuple(Pointwise(width, width, key=k) for k in keys[depth + 1 : 2 * depth + 1])
         self.proj1 = Pointwise(width, proj, key=keys[-2])
         self.proj2 = Pointwise(proj, out_channels, key=keys[-1])
-        self.padding = int(padding)
+        self.padding = padding
 
     @property
     def ndim(self) -> int:
@@ -238,13 +247,14 @@ class FNO(eqx.Module):
         xs = jnp.broadcast_to(x.astype(a.dtype), (a.shape[0],) + x.shape)
         v = self.lift.last(jnp.concatenate([jnp.moveaxis(a, 1, -1), xs], axis=-1))
         grid = v.shape[1:-1]
-        if self.padding:
-            v = jnp.pad(v, [(0, 0)] + [(0, self.padding)] * d + [(0, 0)])
+        pads = (self.padding,) * d if np.isscalar(self.padding) else self.padding
+        if any(pads):
+            v = jnp.pad(v, [(0, 0)] + [(0, p) for p in pads] + [(0, 0)])
         for i, (k, w) in enumerate(zip(self.spectral, self.skip)):
             v = _spectral_last(k, v) + w.last(v)
             if i < len(self.spectral) - 1:
                 v = jax.nn.gelu(v, approximate=True)
-        if self.padding:
+        if any(pads):
             v = v[(slice(None),) + tuple(slice(0, n) for n in grid)]
         u = self.proj2.last(jax.nn.gelu(self.proj1.last(v), approximate=True))
         return jnp.moveaxis(u, -1, 1)

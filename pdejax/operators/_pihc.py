@@ -156,6 +156,108 @@ def diffusion_sorption_pairs(
     return a, u
 
 
+def navier_stokes_grid(s: int, nt: int) -> np.ndarray:
+    """Coordinates ``(s, s, nt, 3)``: ``x, y = i / s, j / s`` on the periodic unit square (right end excluded),
+    then ``t / T`` in ``[0, 1]`` (``indexing='ij'``)."""
+    x, tau = np.arange(s) / s, np.linspace(0.0, 1.0, nt)
+    return np.stack(np.meshgrid(x, x, tau, indexing="ij"), axis=-1)
+
+
+def navier_stokes_residual(s: int, nt: int, nu: float = 1e-3, T: float = 1.0) -> GridResidual:
+    """2D incompressible Navier–Stokes in vorticity form on the periodic unit square, ``w_t + u . grad w =
+    nu Lap w`` with ``u = (psi_y, -psi_x)``, ``-Lap psi = w``, on the ``(s, s, nt)`` grid of
+    :func:`navier_stokes_grid`, as residual rows for an input ``a = w0`` (broadcast over time, shape
+    ``(1, s, s, nt)``):
+
+    - ``pde``: ``w_t + u w_x + v w_y - nu Lap w`` at every spatial node and the times ``1..nt-1``; space
+      derivatives and the velocity spectral (exact for the grid's trigonometric interpolant; the Nyquist
+      mode dropped from odd derivatives), ``w_t`` centred in time, second-order backward at the last time;
+    - ``ic``: ``w - w0`` at ``t = 0``, every node.
+
+    The velocity is linear in ``w``, so the rows are pointwise (bilinear) functions of seven features linear
+    in the field: ``w, w_t, w_x, w_y, u, v, Lap w``. Each term's rows are scaled by ``1 / sqrt(rows)``. The PI-HC
+    code's setting (``neptune/pdes/navier_stokes_2d.py``) has the same rows with a Reynolds number of 1e4 on
+    64^3 points; ``nu`` defaults to 1e-3 here (the FNO paper's middle viscosity), which a 32 x 32 grid resolves.
+    """
+    if s < 8 or s % 2 or nt < 3:
+        raise ValueError(f"need an even s >= 8 and nt >= 3, got {s}, {nt}")
+    if not (nu > 0 and T > 0):
+        raise ValueError(f"need nu > 0 and T > 0, got {nu}, {T}")
+    dt = T / (nt - 1)
+    k = 2 * np.pi * np.fft.fftfreq(s, 1.0 / s)
+    kr = 2 * np.pi * np.fft.rfftfreq(s, 1.0 / s)
+    odd, oddr = np.where(np.arange(s) == s // 2, 0.0, k), np.where(np.arange(len(kr)) == s // 2, 0.0, kr)
+    kx, ky = np.meshgrid(odd, oddr, indexing="ij")
+    k2 = np.add.outer(k**2, kr**2)
+    inv = np.where(k2 > 0, 1.0 / np.where(k2 > 0, k2, 1.0), 0.0)
+    # Fourier symbols of w_x, w_y, u = psi_y, v = -psi_x, Lap w (psi = w / |k|^2)
+    symbols = np.stack([1j * kx, 1j * ky, 1j * ky * inv, -1j * kx * inv, -k2 + 0j])[..., None]
+    ii, jj, tt = np.meshgrid(np.arange(s), np.arange(s), np.arange(1, nt), indexing="ij")
+    i0, j0 = np.meshgrid(np.arange(s), np.arange(s), indexing="ij")
+    parts = {
+        "pde": np.stack([ii.ravel(), jj.ravel(), tt.ravel()], -1),
+        "ic": np.stack([i0.ravel(), j0.ravel(), np.zeros(s * s, int)], -1),
+    }
+    sizes = [len(v) for v in parts.values()]
+    terms = {"pde": slice(0, sizes[0]), "ic": slice(sizes[0], sizes[0] + sizes[1])}
+    kind = np.repeat(np.arange(2), sizes)  # 0 pde, 1 ic
+    scale = np.repeat([1.0 / math.sqrt(n) for n in sizes], sizes)
+
+    def linear(u):
+        last = (3 * u[..., -1] - 4 * u[..., -2] + u[..., -3]) / (2 * dt)
+        wt = jnp.concatenate([(u[..., 2:] - u[..., :-2]) / (2 * dt), last[..., None]], axis=-1)
+        spatial = jnp.fft.irfft2(jnp.asarray(symbols) * jnp.fft.rfft2(u[..., 1:], axes=(0, 1)), s=(s, s), axes=(1, 2))
+        z = jnp.zeros((s * s,), u.dtype)
+        pde = jnp.concatenate([u[None, ..., 1:], wt[None], spatial]).reshape(7, -1)
+        ic = jnp.stack([u[..., 0].ravel()] + [z] * 6)
+        return jnp.concatenate([pde, ic], axis=1)
+
+    def data(a):
+        return jnp.concatenate([jnp.zeros((sizes[0],), a.dtype), a[0, :, :, 0].ravel()])[None]
+
+    def pointwise(f, d, rows):
+        w, wt, wx, wy, u, v, lap = f
+        r = jnp.where(jnp.asarray(kind)[rows] == 0, wt + u * wx + v * wy - nu * lap, w - d[0])
+        return jnp.asarray(scale, w.dtype)[rows] * r
+
+    return GridResidual(linear, data, pointwise, np.concatenate(list(parts.values())), terms, (s, s, nt))
+
+
+def navier_stokes_pairs(
+    key: PRNGKeyArray,
+    batch: int,
+    s: int,
+    nt: int = 11,
+    T: float = 1.0,
+    nu: float = 1e-3,
+    amplitude: float = 3.0,
+    cutoff: int = 4,
+    dt: float = 2.5e-3,
+) -> tuple[Float[Array, "b 1 s s nt"], Float[Array, "b 1 s s nt"]]:
+    """Random initial vorticities ``w0`` and their Navier–Stokes trajectories on the ``(s, s, nt)`` grid.
+
+    ``w0`` has normal random Fourier coefficients on the modes ``0 < |m_i| <= cutoff`` of the periodic unit
+    square, scaled to ``max |w0| = amplitude`` (:func:`pdejax.solvers.truncated_fourier_series`). With the
+    defaults the field changes by ~60% (relative L2) over ``[0, T]`` and a 32 x 32 grid resolves it: the
+    rows of :func:`navier_stokes_residual` are ~1% of ``|w_t|`` on the data (19% at 16 x 16, where
+    the products alias; 0.65% at 64 x 64, the time differences' error). The FNO paper's Gaussian random
+    field reaches the grid's Nyquist mode, and a 32 x 32 grid aliases its products: 5% of ``|w_t|``. The
+    trajectory comes from the pseudo-spectral vorticity solver on the same grid
+    (:func:`pdejax.solvers.navier_stokes_vorticity`, ETDRK4 with steps of at most ``dt``, 2/3 dealiasing),
+    saved at the ``nt`` equally spaced times of ``[0, T]``.
+
+    Returns:
+        ``(a, w)``: ``a`` is ``w0`` broadcast over time, both ``(batch, 1, s, s, nt)``.
+    """
+    grid = solvers.PeriodicGrid((s, s), 1.0)
+    w0 = amplitude * solvers.truncated_fourier_series(key, grid, cutoff, shape=(batch,))
+    sub = max(1, math.ceil(T / (nt - 1) / dt - 1e-9))
+    stepper = solvers.navier_stokes_vorticity(grid, T / (nt - 1) / sub, nu)
+    traj = jax.vmap(solvers.rollout(solvers.repeat(stepper, sub), nt - 1, include_init=True))(w0)  # (b, nt, s, s)
+    w = jnp.moveaxis(traj, 1, -1)[:, None]
+    return jnp.broadcast_to(w0[:, None, :, :, None], w.shape), w
+
+
 # -------------------------------------------------------------------------------- the constraint layer
 def _expert_weights(points: np.ndarray, grid: tuple[int, ...], counts: tuple[int, ...], overlap: float) -> np.ndarray:
     """``(n_points, K)`` partition of unity over the experts at grid indices ``points``: per axis, piece ``p``

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ OPERATOR_METHODS = ("fno", "deeponet", "multionet", "soft", "hc", "hc-moe")
 # physics-only operators of the PI-HC paper's setting (no solution data): an FNO trained on the physics loss
 # (soft), or giving basis fields whose coefficients a constraint solve finds per sample (hc, hc-moe)
 PIHC_METHODS = ("soft", "hc", "hc-moe")
-PIHC_DATASETS = ("diffusion_sorption_operator",)
+PIHC_DATASETS = ("diffusion_sorption_operator", "navier_stokes_operator")
 
 # small enough for about a minute on a laptop CPU; the FNO paper's sizes are in benchmarks/operator_accuracy.py
 OPERATOR_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -27,6 +28,8 @@ OPERATOR_DEFAULTS: dict[str, dict[str, Any]] = {
     "darcy_lognormal": dict(n_train=200, n_test=50, resolution=32, epochs=30, modes=12, width=32, depth=4),
     # benchmarks/pihc_operator.py's sizes with a third of its 30 epochs (hc: 2.5 min on 2 CPU cores, 6.4e-2)
     "diffusion_sorption_operator": dict(n_train=256, n_test=64, resolution=64, epochs=10, modes=12, width=32, depth=4),
+    # a 3D FNO over (x, y, t) on 32 x 32 x 11 points (the PI-HC code's: 64^3, 8 modes per axis, width 64)
+    "navier_stokes_operator": dict(n_train=128, n_test=32, resolution=32, epochs=10, modes=8, width=24, depth=4),
 }
 _PIHC = dict(batch_size=8, basis=16, experts=4, constraint_points=1024, overlap=0.0)  # the PI-HC methods' defaults
 _ONET = dict(width=128, depth=4)  # DeepONet/MultiONet sizes unless given
@@ -40,14 +43,15 @@ SETTING_KEYS = (
 def operator_settings(dataset: str, method: str = "fno", **overrides) -> dict[str, Any]:
     """Complete, validated settings of an operator run (``None`` overrides keep the defaults).
 
-    Keys: ``method`` (fno, deeponet, multionet; on ``diffusion_sorption_operator`` also the physics-only
-    soft, hc, hc-moe), ``n_train``/``n_test`` samples, ``resolution`` (points per axis; in x for
-    diffusion-sorption), ``epochs``, ``batch_size``, ``learning_rate``, ``width``/``depth`` (hidden channels
-    and Fourier layers for FNO; MLP width/layers for the ONets), ``modes`` (FNO), ``labels`` (fraction of
-    training samples whose outputs are used), ``physics_weight`` (PINO residual), ``devices``, ``seed``,
-    ``data`` (a dataset file to read instead of generating); for hc/hc-moe ``basis`` (N basis fields),
-    ``constraint_points`` (PDE rows in the solves) and, hc-moe only, ``experts`` (blocks in x) and
-    ``overlap`` (grid cells each block is widened by and blended over; 0: a hard split).
+    Keys: ``method`` (fno, deeponet, multionet; on ``diffusion_sorption_operator`` and ``navier_stokes_operator``
+    also the physics-only soft, hc, hc-moe), ``n_train``/``n_test`` samples, ``resolution`` (points per axis; in x
+    for diffusion-sorption), ``epochs``, ``batch_size``, ``learning_rate``, ``width``/``depth`` (hidden channels and
+    Fourier layers for FNO; MLP width/layers for the ONets), ``modes`` (FNO), ``labels`` (fraction of training
+    samples whose outputs are used), ``physics_weight`` (PINO residual), ``devices``, ``seed``, ``data`` (a dataset
+    file to read instead of generating); for hc/hc-moe ``basis`` (N basis fields), ``constraint_points`` (PDE rows
+    in the solves) and, hc-moe only, ``experts`` (blocks in x; on Navier–Stokes a near-square split of (x, y), 4 = 2
+    x 2 as in the PI-HC code) and ``overlap`` (grid cells each block is widened by and blended over; 0: a hard
+    split).
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown operator dataset {dataset!r}; choose one of {sorted(DATASETS)}")
@@ -85,7 +89,7 @@ def operator_settings(dataset: str, method: str = "fno", **overrides) -> dict[st
             raise ValueError(f"{k} must be >= 1, got {s[k]}")
     if pihc and not 0 <= float(s["overlap"]) <= int(s["resolution"]):
         raise ValueError(f"overlap must be in [0, resolution], got {s['overlap']}")
-    if pihc and int(s["experts"]) > int(s["resolution"]):
+    if pihc and max(expert_split(dataset, int(s["experts"]))) > int(s["resolution"]):
         raise ValueError(f"experts={s['experts']} splits {s['resolution']} grid points in x: at most one per point")
     if not pihc and not 0.0 < float(s["labels"]) <= 1.0:
         raise ValueError(f"labels is the fraction of labelled training samples, in (0, 1]; got {s['labels']}")
@@ -98,22 +102,37 @@ def operator_settings(dataset: str, method: str = "fno", **overrides) -> dict[st
     return s
 
 
+def expert_split(dataset: str, k: int) -> tuple[int, ...]:
+    """Pieces per grid axis for ``k`` experts on a PI-HC dataset: diffusion–sorption's (x, t) grid is cut in
+    x; Navier–Stokes' (x, y, t) grid into a near-square ``a x b`` split of (x, y) (``a >= b``, ``a b = k``)."""
+    if dataset != "navier_stokes_operator":
+        return (k, 1)
+    b = max(d for d in range(1, math.isqrt(k) + 1) if k % d == 0)
+    return (k // b, b, 1)
+
+
 def build_pihc_operator(settings: dict, data: OperatorDataset, *, key, **layer) -> Any:
-    """The untrained physics-only operator of ``settings['method']`` (soft, hc, hc-moe) on ``data``'s
-    ``(x, t)`` grid (also ``benchmarks/pihc_operator.py``'s): an FNO (``modes`` per axis, ``width``,
-    ``depth``) with one output (soft) or ``basis`` outputs weighted per sample by Levenberg-Marquardt on the
-    diffusion-sorption rows (:class:`pdejax.operators.HardConstrainedOperator`; hc-moe: ``experts`` blocks
-    in x). ``layer``: further options of the constraint layer (``max_steps``, ``ridge``, ``shared``)."""
-    from ._pihc import HardConstrainedOperator, diffusion_sorption_residual
+    """The untrained physics-only operator of ``settings['method']`` (soft, hc, hc-moe) on ``data``'s grid
+    (also ``benchmarks/pihc_operator.py``'s): an FNO with one output (soft) or ``basis`` outputs weighted per
+    sample by Levenberg-Marquardt on the PDE's rows (:class:`pdejax.operators.HardConstrainedOperator`;
+    hc-moe: ``experts`` blocks, :func:`expert_split`). Diffusion–sorption: a 2D FNO on (x, t), ``modes``
+    per axis, padded by 6 on both (neither is periodic). Navier–Stokes: a 3D FNO on (x, y, t), ``modes``
+    in x and y and 4 in t, padded by 5 in t only (x and y are periodic). ``layer``: further options of the
+    constraint layer (``max_steps``, ``ridge``, ``shared``)."""
+    from ._pihc import HardConstrainedOperator, diffusion_sorption_residual, navier_stokes_residual
 
     method, m = settings["method"], int(settings["modes"])
     cout = 1 if method == "soft" else int(settings["basis"])
-    net = FNO(data.inputs.shape[1], cout, (m, m), settings["width"], settings["depth"], proj=64, padding=6, key=key)
+    ns = data.coords.shape[-1] == 3
+    modes, padding = ((m, m, min(4, data.grid[-1] // 2)), (0, 0, 5)) if ns else ((m, m), 6)
+    net = FNO(data.inputs.shape[1], cout, modes, settings["width"], settings["depth"], proj=64, padding=padding,
+              key=key)  # fmt: skip
     if method == "soft":
         return net
-    experts = (int(settings["experts"]), 1) if method == "hc-moe" else (1, 1)
+    k = int(settings["experts"]) if method == "hc-moe" else 1
+    experts = expert_split("navier_stokes_operator" if ns else "diffusion_sorption_operator", k)
     n = int(settings["constraint_points"])
-    residual = diffusion_sorption_residual(*data.grid)
+    residual = navier_stokes_residual(data.grid[0], data.grid[-1]) if ns else diffusion_sorption_residual(*data.grid)
     overlap = float(settings.get("overlap", 0.0)) if method == "hc-moe" else 0.0
     return HardConstrainedOperator(
         net, residual, experts, n_constraint=n, seed=int(settings["seed"]), overlap=overlap, **layer
@@ -124,12 +143,15 @@ def build_operator(method: str, data: OperatorDataset, width: int, depth: int, m
     """The untrained operator ``method`` for ``data``'s channels and grid.
 
     FNO: ``modes`` per axis, ``width`` channels, ``depth`` Fourier layers, zero padding of ~1/9 of the grid
-    on non-periodic (Darcy) data. DeepONet: ``depth`` layers of ``width`` in branch and trunk, ``p = width``.
+    on non-periodic (Darcy) data; on (x, y, t) data ``modes`` in space, 4 in time, padded in time only.
+    DeepONet: ``depth`` layers of ``width`` in branch and trunk, ``p = width``.
     MultiONet: ``depth`` layers of ``width``.
     """
     d = data.coords.shape[-1]
     cin, cout = data.inputs.shape[1], data.outputs.shape[1]
     if method == "fno":
+        if d == 3:  # (x, y, t): periodic in space, padded in time (as the PI-HC operators)
+            return FNO(cin, cout, (modes, modes, min(4, data.grid[-1] // 2)), width, depth, padding=(0, 0, 5), key=key)
         padding = 0 if data.name == "burgers1d" else max(1, data.grid[0] // 9)
         return FNO(cin, cout, (modes,) * d, width, depth, padding=padding, key=key)
     if method == "deeponet":

@@ -135,6 +135,22 @@ def test_physics_only_diffusion_sorption_operators_train_report_their_solves_and
     assert s["physics_weight"] == 1.0 and s["batch_size"] == 8 and s["resolution"] == 64
 
 
+def test_physics_only_navier_stokes_operator_from_the_cli(tmp_path):
+    # the PI-HC paper's second setting: a 3D FNO over (x, y, t), experts in a 2 x 2 split of the square
+    out = tmp_path / "ns"
+    args = ["solve", "navier_stokes_operator", "--method", "hc-moe", "--n-train", "4", "--n-test", "2",
+            "--resolution", "16", "--basis", "3", "--constraint-points", "64", "--modes", "2", "--out", str(out),
+            *TINY]  # fmt: skip
+    assert main(args) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["settings"]["experts"] == 4 and m["constraint_solves"]["solves"] == 2 * 4
+    assert 0 < m["test_rel_l2"] < 10 and (out / "solution.png").stat().st_size > 0
+    data = O.load_dataset(out / "data.npz")
+    assert data.inputs.shape == (6, 1, 16, 16, 11) and data.coords.shape == (16, 16, 11, 3)
+    with pytest.raises(ValueError, match="even"):
+        O.generate("navier_stokes_operator", 2, resolution=15)
+
+
 def test_compare_physics_only_operators_share_each_seeds_data_and_time_their_evaluations(tmp_path):
     # PI-HC's comparison from the CLI: each seed's dataset is generated once and used by every method
     out = tmp_path / "cmp"

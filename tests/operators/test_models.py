@@ -44,6 +44,34 @@ def test_spectral_conv_2d_keeps_both_signs_of_the_first_axis_modes(transform):
     np.testing.assert_allclose(conv(jnp.asarray(v)), np.fft.irfft2(keep, s=(n1, n2)), rtol=1e-10, atol=1e-12)
 
 
+def test_spectral_conv_3d_keeps_both_signs_of_the_first_two_axes():
+    n, m = (8, 10, 6), (2, 3, 2)
+    conv = O.SpectralConv(2, 3, m, key=jax.random.PRNGKey(0))
+    assert conv.weight.shape == (2, 2, 3, 4, 6, 2)
+    v = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (2,) + n))
+    vh, w = np.fft.rfftn(v, axes=(1, 2, 3)), _weights(conv)
+    keep = np.zeros((3,) + vh.shape[1:], complex)
+    rows = [list(range(mi)) + list(range(ni - mi, ni)) for ni, mi in zip(n[:2], m[:2])]
+    for a, r in enumerate(rows[0]):
+        for b, c in enumerate(rows[1]):
+            keep[:, r, c, : m[2]] = np.einsum("il,iol->ol", vh[:, r, c, : m[2]], w[:, :, a, b, :])
+    expect = np.fft.irfftn(keep, s=n, axes=(1, 2, 3))
+    np.testing.assert_allclose(conv(jnp.asarray(v)), expect, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="covers 1D and 2D grids"):
+        O.SpectralConv(2, 3, m, "dft", key=jax.random.PRNGKey(0))(jnp.asarray(v))
+    with pytest.raises(ValueError, match="too coarse for"):
+        conv(jnp.ones((2, 3, 10, 6)))
+    # the FNO on a 3D grid, padded on the last (non-periodic) axis only; batched = per sample
+    fno = O.FNO(1, 2, m, width=4, depth=2, proj=8, padding=(0, 0, 3), key=jax.random.PRNGKey(2))
+    x = jnp.asarray(np.stack(np.meshgrid(*[np.linspace(0, 1, k) for k in n], indexing="ij"), -1))
+    a = jax.random.normal(jax.random.PRNGKey(3), (2, 1) + n)
+    out = fno.batched(a, x)
+    assert out.shape == (2, 2) + n
+    np.testing.assert_allclose(out[1], fno(a[1], x), rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="one count per grid axis"):
+        O.FNO(1, 2, m, padding=(1, 2), key=jax.random.PRNGKey(2))
+
+
 def test_the_dft_path_hands_a_retained_nyquist_mode_to_the_fft():
     v = jax.random.normal(jax.random.PRNGKey(1), (3, 10))
     auto, fft = (O.SpectralConv(3, 2, 6, t, key=jax.random.PRNGKey(0)) for t in ("auto", "fft"))
