@@ -61,6 +61,7 @@ from ._pidm import (
 from ._pihc import (
     GridResidual,
     HardConstrainedOperator,
+    InitialValueField,
     diffusion_sorption_grid,
     diffusion_sorption_pairs,
     diffusion_sorption_residual,
@@ -174,6 +175,7 @@ __all__ = [
     "train_operator",
     "GridResidual",
     "HardConstrainedOperator",
+    "InitialValueField",
     "diffusion_sorption_grid",
     "diffusion_sorption_pairs",
     "diffusion_sorption_residual",

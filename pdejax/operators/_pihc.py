@@ -163,7 +163,7 @@ def navier_stokes_grid(s: int, nt: int) -> np.ndarray:
     return np.stack(np.meshgrid(x, x, tau, indexing="ij"), axis=-1)
 
 
-def navier_stokes_residual(s: int, nt: int, nu: float = 1e-3, T: float = 1.0) -> GridResidual:
+def navier_stokes_residual(s: int, nt: int, nu: float = 1e-3, T: float = 1.0, initial: bool = True) -> GridResidual:
     """2D incompressible Navier–Stokes in vorticity form on the periodic unit square, ``w_t + u . grad w =
     nu Lap w`` with ``u = (psi_y, -psi_x)``, ``-Lap psi = w``, on the ``(s, s, nt)`` grid of
     :func:`navier_stokes_grid`, as residual rows for an input ``a = w0`` (broadcast over time, shape
@@ -172,7 +172,8 @@ def navier_stokes_residual(s: int, nt: int, nu: float = 1e-3, T: float = 1.0) ->
     - ``pde``: ``w_t + u w_x + v w_y - nu Lap w`` at every spatial node and the times ``1..nt-1``; space
       derivatives and the velocity spectral (exact for the grid's trigonometric interpolant; the Nyquist
       mode dropped from odd derivatives), ``w_t`` centred in time, second-order backward at the last time;
-    - ``ic``: ``w - w0`` at ``t = 0``, every node.
+    - ``ic``: ``w - w0`` at ``t = 0``, every node (``initial=False``: no such rows, for fields that hold the
+      initial condition by construction, ``w = w0 + (t / T) N``, as the PI-HC code's operators do).
 
     The velocity is linear in ``w``, so the rows are pointwise (bilinear) functions of seven features linear
     in the field: ``w, w_t, w_x, w_y, u, v, Lap w``. Each term's rows are scaled by ``1 / sqrt(rows)``. The PI-HC
@@ -194,13 +195,13 @@ def navier_stokes_residual(s: int, nt: int, nu: float = 1e-3, T: float = 1.0) ->
     symbols = np.stack([1j * kx, 1j * ky, 1j * ky * inv, -1j * kx * inv, -k2 + 0j])[..., None]
     ii, jj, tt = np.meshgrid(np.arange(s), np.arange(s), np.arange(1, nt), indexing="ij")
     i0, j0 = np.meshgrid(np.arange(s), np.arange(s), indexing="ij")
-    parts = {
-        "pde": np.stack([ii.ravel(), jj.ravel(), tt.ravel()], -1),
-        "ic": np.stack([i0.ravel(), j0.ravel(), np.zeros(s * s, int)], -1),
-    }
+    parts = {"pde": np.stack([ii.ravel(), jj.ravel(), tt.ravel()], -1)}
+    if initial:
+        parts["ic"] = np.stack([i0.ravel(), j0.ravel(), np.zeros(s * s, int)], -1)
     sizes = [len(v) for v in parts.values()]
-    terms = {"pde": slice(0, sizes[0]), "ic": slice(sizes[0], sizes[0] + sizes[1])}
-    kind = np.repeat(np.arange(2), sizes)  # 0 pde, 1 ic
+    offsets = np.cumsum([0] + sizes)
+    terms = {k: slice(int(a), int(b)) for k, a, b in zip(parts, offsets[:-1], offsets[1:])}
+    kind = np.repeat(np.arange(len(sizes)), sizes)  # 0 pde, 1 ic
     scale = np.repeat([1.0 / math.sqrt(n) for n in sizes], sizes)
 
     def linear(u):
@@ -209,11 +210,14 @@ def navier_stokes_residual(s: int, nt: int, nu: float = 1e-3, T: float = 1.0) ->
         spatial = jnp.fft.irfft2(jnp.asarray(symbols) * jnp.fft.rfft2(u[..., 1:], axes=(0, 1)), s=(s, s), axes=(1, 2))
         z = jnp.zeros((s * s,), u.dtype)
         pde = jnp.concatenate([u[None, ..., 1:], wt[None], spatial]).reshape(7, -1)
+        if not initial:
+            return pde
         ic = jnp.stack([u[..., 0].ravel()] + [z] * 6)
         return jnp.concatenate([pde, ic], axis=1)
 
     def data(a):
-        return jnp.concatenate([jnp.zeros((sizes[0],), a.dtype), a[0, :, :, 0].ravel()])[None]
+        ic = [a[0, :, :, 0].ravel()] if initial else []
+        return jnp.concatenate([jnp.zeros((sizes[0],), a.dtype), *ic])[None]
 
     def pointwise(f, d, rows):
         w, wt, wx, wy, u, v, lap = f
@@ -304,6 +308,10 @@ class HardConstrainedOperator(eqx.Module):
     initial and boundary rows besides its PDE rows, wherever they lie (the PI-HC code's choice for
     diffusion–sorption; measured worse here, so off by default).
 
+    ``initial=True`` builds the initial condition in, as the PI-HC code does for Navier–Stokes: the field is
+    ``u = a_0 + (t / T) sum_n w_n b_n`` (``a_0``: the input's first channel, the initial state broadcast over
+    time; ``t / T``: the last grid coordinate), so the residual needs no initial rows.
+
     ``n_constraint`` keeps a fixed random subset (``seed``) of that many PDE rows in total for the solves
     (divided among the experts; default all); the initial and boundary rows are always constrained. The
     training loss (:func:`grid_physics`) still sees every row.
@@ -318,6 +326,7 @@ class HardConstrainedOperator(eqx.Module):
     atol: float = eqx.field(static=True, default=1e-4)
     max_steps: int = eqx.field(static=True, default=100)
     ridge: float = eqx.field(static=True, default=1e-8)
+    initial: bool = eqx.field(static=True, default=False)
 
     def __init__(
         self,
@@ -333,6 +342,7 @@ class HardConstrainedOperator(eqx.Module):
         seed: int = 0,
         shared: bool = False,
         overlap: float = 0.0,
+        initial: bool = False,
     ):
         grid = residual.grid
         experts = tuple(int(c) for c in (experts or (1,) * len(grid)))
@@ -376,14 +386,16 @@ class HardConstrainedOperator(eqx.Module):
         idx = np.stack(np.meshgrid(*[np.arange(n) for n in grid], indexing="ij"), -1).reshape(-1, len(grid))
         self._owner = _Points(_expert_weights(idx, grid, experts, overlap).reshape(grid + (k,)))
         self.rtol, self.atol, self.max_steps, self.ridge = rtol, atol, max_steps, ridge
+        self.initial = bool(initial)
 
     @property
     def n_experts(self) -> int:
         return math.prod(self.experts)
 
     def basis(self, a: Float[Array, "b cin *grid"], x: Float[Array, "*grid d"]) -> Float[Array, "b N *grid"]:
-        """The backbone's basis fields for a batch."""
-        return apply_batch(self.net, a, x)
+        """The backbone's basis fields for a batch (times ``t / T`` with ``initial``)."""
+        b = apply_batch(self.net, a, x)
+        return b * x[..., -1].astype(b.dtype) if self.initial else b
 
     def coefficients(
         self, b: Float[Array, " N *grid"], a: Float[Array, " cin *grid"], adjoint: optx.AbstractAdjoint | None = None
@@ -395,17 +407,20 @@ class HardConstrainedOperator(eqx.Module):
         # a diverged basis gives NaN coefficients, so the loss turns NaN and the trainer reports it
         tables, finite = zeros_unless_finite(tables)
         data = res.data(a)
+        # the initial state's features: the fixed part of every row of u = a_0 + basis . w
+        offset = res.linear(a[0]) if self.initial else jnp.zeros(tables.shape[1:], tables.dtype)
         n = b.shape[0]
 
         def rows(w, args):
-            tab, d, sel = args
-            f = jnp.einsum("nfk,n->fk", tab, w)
+            tab, d, sel, off = args
+            f = off + jnp.einsum("nfk,n->fk", tab, w)
             r = jnp.where(sel >= 0, res.pointwise(f, d, jnp.maximum(sel, 0)), 0.0)
             # a learned basis can be nearly collinear: the ridge keeps w* unique and the adjoint solvable
             return jnp.concatenate([r, math.sqrt(self.ridge) * w]) if self.ridge else r
 
         def one(sel):
-            args = (tables[:, :, jnp.maximum(sel, 0)], data[:, jnp.maximum(sel, 0)], sel)
+            at = jnp.maximum(sel, 0)
+            args = (tables[:, :, at], data[:, at], sel, offset[:, at])
             sol = optx.least_squares(
                 rows,
                 optx.LevenbergMarquardt(rtol=self.rtol, atol=self.atol),
@@ -439,11 +454,32 @@ class HardConstrainedOperator(eqx.Module):
         ``residual`` is the root of the expert's squared rows, its share of the physics loss)."""
         bases = self.basis(a, x)
         w, stats = jax.vmap(self.coefficients)(bases, a)
-        return jax.vmap(self.combine)(bases, w)[:, None], stats
+        u = jax.vmap(self.combine)(bases, w)
+        return (u + a[:, 0] if self.initial else u)[:, None], stats
 
     def batched(self, a: Float[Array, "b cin *grid"], x: Float[Array, "*grid d"]) -> Float[Array, "b 1 *grid"]:
         """Constrained fields for a batch (the operator trainer's call)."""
         return self.solve(a, x)[0]
+
+    def __call__(self, a: Float[Array, " cin *grid"], x: Float[Array, "*grid d"]) -> Float[Array, " 1 *grid"]:
+        return self.batched(a[None], x)[0]
+
+
+class InitialValueField(eqx.Module):
+    """An operator whose field holds the initial condition by construction: ``u = a_0 + (t / T) N(a, x)``
+    (``a_0``: the input's first channel, the initial state broadcast over time; ``t / T``: the last grid
+    coordinate). The PI-HC code's form of the Navier–Stokes operators, soft and hard alike.
+
+    Attributes:
+        net: ``(b, c_in, *grid), (*grid, d) -> (b, 1, *grid)`` (``batched`` method or vmappable).
+    """
+
+    net: eqx.Module
+
+    def batched(self, a: Float[Array, "b cin *grid"], x: Float[Array, "*grid d"]) -> Float[Array, "b 1 *grid"]:
+        """The fields of a batch."""
+        n = apply_batch(self.net, a, x)
+        return a[:, :1] + x[..., -1].astype(n.dtype) * n
 
     def __call__(self, a: Float[Array, " cin *grid"], x: Float[Array, "*grid d"]) -> Float[Array, " 1 *grid"]:
         return self.batched(a[None], x)[0]

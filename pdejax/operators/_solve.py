@@ -117,9 +117,11 @@ def build_pihc_operator(settings: dict, data: OperatorDataset, *, key, **layer) 
     sample by Levenberg-Marquardt on the PDE's rows (:class:`pdejax.operators.HardConstrainedOperator`;
     hc-moe: ``experts`` blocks, :func:`expert_split`). Diffusion–sorption: a 2D FNO on (x, t), ``modes``
     per axis, padded by 6 on both (neither is periodic). Navier–Stokes: a 3D FNO on (x, y, t), ``modes``
-    in x and y and 4 in t, padded by 5 in t only (x and y are periodic). ``layer``: further options of the
+    in x and y and 4 in t, padded by 5 in t only (x and y are periodic); every model's field is
+    ``w0 + (t / T) N`` (:class:`~pdejax.operators.InitialValueField`; the PI-HC code's form), so the
+    constraint rows are the PDE's alone. ``layer``: further options of the
     constraint layer (``max_steps``, ``ridge``, ``shared``)."""
-    from ._pihc import HardConstrainedOperator, diffusion_sorption_residual, navier_stokes_residual
+    from ._pihc import HardConstrainedOperator, InitialValueField, diffusion_sorption_residual, navier_stokes_residual
 
     method, m = settings["method"], int(settings["modes"])
     cout = 1 if method == "soft" else int(settings["basis"])
@@ -128,14 +130,17 @@ def build_pihc_operator(settings: dict, data: OperatorDataset, *, key, **layer) 
     net = FNO(data.inputs.shape[1], cout, modes, settings["width"], settings["depth"], proj=64, padding=padding,
               key=key)  # fmt: skip
     if method == "soft":
-        return net
+        return InitialValueField(net) if ns else net
     k = int(settings["experts"]) if method == "hc-moe" else 1
     experts = expert_split("navier_stokes_operator" if ns else "diffusion_sorption_operator", k)
     n = int(settings["constraint_points"])
-    residual = navier_stokes_residual(data.grid[0], data.grid[-1]) if ns else diffusion_sorption_residual(*data.grid)
+    if ns:  # the PDE rows alone: the field holds w0 at t = 0 by construction
+        residual = navier_stokes_residual(data.grid[0], data.grid[-1], initial=False)
+    else:
+        residual = diffusion_sorption_residual(*data.grid)
     overlap = float(settings.get("overlap", 0.0)) if method == "hc-moe" else 0.0
     return HardConstrainedOperator(
-        net, residual, experts, n_constraint=n, seed=int(settings["seed"]), overlap=overlap, **layer
+        net, residual, experts, n_constraint=n, seed=int(settings["seed"]), overlap=overlap, initial=ns, **layer
     )
 
 

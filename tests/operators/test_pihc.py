@@ -11,6 +11,7 @@ from pdejax.operators import FNO
 from pdejax.operators._pihc import (
     GridResidual,
     HardConstrainedOperator,
+    InitialValueField,
     diffusion_sorption_grid,
     diffusion_sorption_pairs,
     diffusion_sorption_residual,
@@ -260,6 +261,10 @@ def test_navier_stokes_rows_are_exact_on_a_two_mode_field():
         sl = res.terms[name]
         np.testing.assert_allclose(r[sl] * np.sqrt(sl.stop - sl.start), exact[sl], rtol=1e-9, atol=1e-10)
     assert res.rows == s * s * nt and sorted(res.terms) == ["ic", "pde"]
+    # without initial rows (fields that hold w0 by construction): the same PDE rows, nothing else
+    bare = navier_stokes_residual(s, nt, nu, T, initial=False)
+    assert list(bare.terms) == ["pde"] and bare.rows == s * s * (nt - 1)
+    np.testing.assert_allclose(np.asarray(bare(jnp.asarray(w), jnp.asarray(w0))), r[res.terms["pde"]], rtol=1e-12)
     with pytest.raises(ValueError, match="even s >= 8"):
         navier_stokes_residual(9, 5)
 
@@ -292,13 +297,22 @@ def test_navier_stokes_experts_split_x_and_y_and_solve():
     assert expert_split("navier_stokes_operator", 2) == (2, 1, 1)
     assert expert_split("diffusion_sorption_operator", 4) == (4, 1)
     s, nt = 8, 5
-    res = navier_stokes_residual(s, nt)
+    res = navier_stokes_residual(s, nt, initial=False)
     a, _ = navier_stokes_pairs(jax.random.PRNGKey(1), 1, s, nt)
     net = FNO(1, 3, (2, 2, 2), 4, 1, proj=8, padding=(0, 0, 2), key=jax.random.PRNGKey(0))
     x = jnp.asarray(navier_stokes_grid(s, nt))
-    op = HardConstrainedOperator(net, res, (2, 2, 1), rtol=1e-8, atol=1e-10, max_steps=60)
+    op = HardConstrainedOperator(net, res, (2, 2, 1), rtol=1e-8, atol=1e-10, max_steps=60, initial=True)
     u, stats = eqx.filter_jit(lambda o: o.solve(a, x))(op)
     assert u.shape == (1, 1, s, s, nt) and stats.converged.shape == (1, 4) and bool(jnp.all(stats.converged))
+    # u = w0 + (t / T) basis . w: the initial state exactly, and the solve lowered the PDE rows below those
+    # of the initial state held still (the coefficients' starting point, w = 0)
+    np.testing.assert_array_equal(u[..., 0], a[..., 0])
+    full = navier_stokes_residual(s, nt)
+    assert float(jnp.sum(full(u[0, 0], a[0]) ** 2)) < float(jnp.sum(full(a[0, 0], a[0]) ** 2))
+    one = FNO(1, 1, (2, 2, 2), 4, 1, proj=8, padding=(0, 0, 2), key=jax.random.PRNGKey(2))
+    v = InitialValueField(one).batched(a, x)
+    np.testing.assert_array_equal(v[..., 0], a[..., 0])
+    np.testing.assert_allclose(v - a, x[..., 2] * one.batched(a, x), rtol=1e-12, atol=1e-14)
     # each expert's rows are its own quarter of the (x, y) square, at every time
     for e, rows in enumerate(op._rows.data):
         where = res.where[rows[rows >= 0]]
