@@ -147,6 +147,12 @@ def test_physics_only_navier_stokes_operator_from_the_cli(tmp_path):
     assert 0 < m["test_rel_l2"] < 10 and (out / "solution.png").stat().st_size > 0
     data = O.load_dataset(out / "data.npz")
     assert data.inputs.shape == (6, 1, 16, 16, 11) and data.coords.shape == (16, 16, 11, 3)
+    # the same data learnt from the solutions by a 3D FNO (the data-driven operator on (x, y, t))
+    fno = tmp_path / "fno"
+    assert main(["solve", "navier_stokes_operator", "--method", "fno", "--data", str(out / "data.npz"), "--n-train",
+                 "4", "--n-test", "2", "--modes", "2", "--out", str(fno), *TINY]) == 0  # fmt: skip
+    m = json.loads((fno / "metrics.json").read_text())
+    assert m["method"] == "fno" and 0 < m["test_rel_l2"] < 10
     with pytest.raises(ValueError, match="even"):
         O.generate("navier_stokes_operator", 2, resolution=15)
 
