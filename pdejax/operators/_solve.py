@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
+from ..pinns._hard import split_counts
 from ._data import DATASETS, PHYSICS, OperatorDataset, generate, load_dataset, save_dataset
 from ._fno import FNO
 from ._onet import DeepONet, MultiONet
@@ -89,7 +89,8 @@ def operator_settings(dataset: str, method: str = "fno", **overrides) -> dict[st
             raise ValueError(f"{k} must be >= 1, got {s[k]}")
     if pihc and not 0 <= float(s["overlap"]) <= int(s["resolution"]):
         raise ValueError(f"overlap must be in [0, resolution], got {s['overlap']}")
-    if pihc and max(expert_split(dataset, int(s["experts"]))) > int(s["resolution"]):
+    spatial = 2 if dataset == "navier_stokes_operator" else 1  # (x, y, t) and (x, t) grids
+    if pihc and max(expert_split(int(s["experts"]), spatial)) > int(s["resolution"]):
         raise ValueError(f"experts={s['experts']} splits {s['resolution']} grid points in x: at most one per point")
     if not pihc and not 0.0 < float(s["labels"]) <= 1.0:
         raise ValueError(f"labels is the fraction of labelled training samples, in (0, 1]; got {s['labels']}")
@@ -102,13 +103,17 @@ def operator_settings(dataset: str, method: str = "fno", **overrides) -> dict[st
     return s
 
 
-def expert_split(dataset: str, k: int) -> tuple[int, ...]:
-    """Pieces per grid axis for ``k`` experts on a PI-HC dataset: diffusion–sorption's (x, t) grid is cut in
-    x; Navier–Stokes' (x, y, t) grid into a near-square ``a x b`` split of (x, y) (``a >= b``, ``a b = k``)."""
-    if dataset != "navier_stokes_operator":
-        return (k, 1)
-    b = max(d for d in range(1, math.isqrt(k) + 1) if k % d == 0)
-    return (k // b, b, 1)
+def expert_split(k: int, spatial: int) -> tuple[int, ...]:
+    """Pieces per grid axis for ``k`` experts on a space-time grid with ``spatial`` space axes (time last,
+    kept whole): diffusion–sorption's (x, t) grid is cut in x, Navier–Stokes' (x, y, t) grid into a
+    near-square split of (x, y), ``4 -> 2 x 2`` (the rule of :func:`pdejax.pinns.expert_split`)."""
+    return (*split_counts(k, spatial), 1)
+
+
+def _space_time_fno(data: OperatorDataset, modes: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Modes and padding of an FNO on ``data``'s (x, y, t) grid: ``modes`` in the periodic x and y, unpadded;
+    4 in t (at most half the times), padded by 5 there."""
+    return (modes, modes, min(4, data.grid[-1] // 2)), (0, 0, 5)
 
 
 def build_pihc_operator(settings: dict, data: OperatorDataset, *, key, **layer) -> Any:
@@ -126,13 +131,13 @@ def build_pihc_operator(settings: dict, data: OperatorDataset, *, key, **layer) 
     method, m = settings["method"], int(settings["modes"])
     cout = 1 if method == "soft" else int(settings["basis"])
     ns = data.coords.shape[-1] == 3
-    modes, padding = ((m, m, min(4, data.grid[-1] // 2)), (0, 0, 5)) if ns else ((m, m), 6)
+    modes, padding = _space_time_fno(data, m) if ns else ((m, m), 6)
     net = FNO(data.inputs.shape[1], cout, modes, settings["width"], settings["depth"], proj=64, padding=padding,
               key=key)  # fmt: skip
     if method == "soft":
         return InitialValueField(net) if ns else net
     k = int(settings["experts"]) if method == "hc-moe" else 1
-    experts = expert_split("navier_stokes_operator" if ns else "diffusion_sorption_operator", k)
+    experts = expert_split(k, data.coords.shape[-1] - 1)
     n = int(settings["constraint_points"])
     if ns:  # the PDE rows alone: the field holds w0 at t = 0 by construction
         residual = navier_stokes_residual(data.grid[0], data.grid[-1], initial=False)
@@ -156,7 +161,8 @@ def build_operator(method: str, data: OperatorDataset, width: int, depth: int, m
     cin, cout = data.inputs.shape[1], data.outputs.shape[1]
     if method == "fno":
         if d == 3:  # (x, y, t): periodic in space, padded in time (as the PI-HC operators)
-            return FNO(cin, cout, (modes, modes, min(4, data.grid[-1] // 2)), width, depth, padding=(0, 0, 5), key=key)
+            m, pad = _space_time_fno(data, modes)
+            return FNO(cin, cout, m, width, depth, padding=pad, key=key)
         padding = 0 if data.name == "burgers1d" else max(1, data.grid[0] // 9)
         return FNO(cin, cout, (modes,) * d, width, depth, padding=padding, key=key)
     if method == "deeponet":

@@ -347,6 +347,18 @@ class ExpertSplit(eqx.Module):
         return lo + step * np.asarray(ijk), lo + step * (np.asarray(ijk) + 1)
 
 
+def split_counts(k: int, spatial_dim: int) -> tuple[int, ...]:
+    """Pieces per spatial axis for ``k`` experts: ``k`` along the axis in 1D, a near-square grid in 2D/3D
+    (``4 -> 2 x 2``; the earlier axes get the smaller factors, ``6 -> 2 x 3``)."""
+    counts, rest = [], k
+    for axis in range(spatial_dim - 1):
+        left = spatial_dim - axis
+        c = max(d for d in range(1, rest + 1) if rest % d == 0 and d <= round(rest ** (1 / left)) + 1e-9)
+        counts.append(c)
+        rest //= c
+    return (*counts, rest)
+
+
 def expert_split(problem: Problem, experts: int | Sequence[int] = 1) -> ExpertSplit:
     """The split of ``problem``'s space-time box for ``experts``.
 
@@ -358,13 +370,7 @@ def expert_split(problem: Problem, experts: int | Sequence[int] = 1) -> ExpertSp
     if isinstance(experts, int):
         if experts < 1:
             raise ValueError(f"experts must be >= 1, got {experts}")
-        counts = [1] * dom.dim
-        rest = experts
-        for axis in range(dom.spatial_dim - 1):
-            left = dom.spatial_dim - axis
-            c = max(d for d in range(1, rest + 1) if rest % d == 0 and d <= round(rest ** (1 / left)) + 1e-9)
-            counts[axis], rest = c, rest // c
-        counts[dom.spatial_dim - 1] = rest
+        counts = [*split_counts(experts, dom.spatial_dim)] + [1] * (dom.dim - dom.spatial_dim)
     else:
         counts = [int(c) for c in experts]
         if len(counts) != dom.dim:

@@ -292,10 +292,11 @@ def test_navier_stokes_pairs_meet_their_rows_up_to_discretisation():
 def test_navier_stokes_experts_split_x_and_y_and_solve():
     from pdejax.operators._solve import expert_split
 
-    assert expert_split("navier_stokes_operator", 4) == (2, 2, 1)
-    assert expert_split("navier_stokes_operator", 6) == (3, 2, 1)
-    assert expert_split("navier_stokes_operator", 2) == (2, 1, 1)
-    assert expert_split("diffusion_sorption_operator", 4) == (4, 1)
+    # the PINN experts' convention (pdejax.pinns.expert_split): near-square, smaller factors first
+    assert expert_split(4, 2) == (2, 2, 1)
+    assert expert_split(6, 2) == (2, 3, 1)
+    assert expert_split(2, 2) == (1, 2, 1)
+    assert expert_split(4, 1) == (4, 1)
     s, nt = 8, 5
     res = navier_stokes_residual(s, nt, initial=False)
     a, _ = navier_stokes_pairs(jax.random.PRNGKey(1), 1, s, nt)
