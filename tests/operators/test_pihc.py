@@ -99,7 +99,9 @@ def test_experts_solve_their_own_blocks_exactly():
     x = jnp.zeros((nx, nt, 2))
     grid_blocks = [np.s_[2 * i : 2 * i + 2, 2 * j : 2 * j + 2] for i in range(3) for j in range(2)]
     for experts, blocks in (((1, 1), [np.s_[:, :]]), ((2, 1), [np.s_[:3, :], np.s_[3:, :]]), ((3, 2), grid_blocks)):
-        op = HardConstrainedOperator(_Fixed(b), res, experts, rtol=1e-12, atol=1e-14, ridge=0.0)
+        # stopping tolerances 1e3 above rounding: at rtol 1e-11 the global solve, exact after a few steps,
+        # kept taking rounding-sized steps to the 100-step cap on some CPUs / XLA optimisation levels
+        op = HardConstrainedOperator(_Fixed(b), res, experts, rtol=1e-9, atol=1e-11, ridge=0.0)
         u, stats = eqx.filter_jit(lambda o: o.solve(target[None], x))(op)
         assert stats.converged.shape == (1, len(blocks)) and bool(jnp.all(stats.converged))
         for blk in blocks:
