@@ -1155,6 +1155,17 @@ _PIDM_SETTINGS = {"n_train": "n_train", "resolution": "resolution", "steps": "st
                   "low_noise_mix": "low_noise_mix"}  # fmt: skip
 
 
+def _resumed_pidm_settings(saved: dict, steps: int | None) -> dict:
+    """The settings a ``--resume`` of a PIDM run trains with: ``saved`` (its run.json's), with the
+    settings added after it was written set to the behaviour it had, and ``steps`` (when given) as the
+    new budget."""
+    settings = {"normalise": "channel", "ema_warmup": False, "split_channels": False, "snr_floor": 0.0,
+                "low_noise_mix": 0.0, **saved}  # fmt: skip
+    if steps is not None:
+        settings["steps"] = steps
+    return settings
+
+
 def _pidm_overrides(args) -> dict:
     """The ``pidm_settings`` overrides of parsed ``pdejax solve --method pidm`` flags (``None``: not given)."""
     overrides = {v: getattr(args, k) for k, v in _PIDM_SETTINGS.items()}
@@ -1186,11 +1197,7 @@ def _solve_pidm(args, run: dict | None) -> int:
 
     try:
         if run is not None:
-            # a run.json of an earlier version lacks the later settings: resume with the behaviour it had
-            settings = {"normalise": "channel", "ema_warmup": False, "split_channels": False, "snr_floor": 0.0,
-                        "low_noise_mix": 0.0, **run["settings"]}  # fmt: skip
-            if args.steps is not None:
-                settings["steps"] = args.steps
+            settings = _resumed_pidm_settings(run["settings"], args.steps)
         else:
             settings = operators.pidm_settings(args.problem, **_pidm_overrides(args))
     except ValueError as e:
