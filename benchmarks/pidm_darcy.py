@@ -50,6 +50,7 @@ def main():
         help="share of training steps drawn by the residual term's weight (default 0.5; 0: uniform)",
     )
     p.add_argument("--prediction", default=None, choices=("x0", "eps", "v"), help="what the network predicts")
+    p.add_argument("--clip-per-backbone", action="store_true", help="clip each channel's U-Net's gradient alone")
     p.add_argument("--no-baseline", action="store_true", help="train the PIDM model only (no physics-free twin)")
     a = p.parse_args()
     settings = O.pidm_settings(
@@ -58,7 +59,7 @@ def main():
         seed=a.seed, baseline=not a.no_baseline, normalise=a.normalise, physics_through=a.physics_through,
         ema_warmup=not a.no_ema_warmup, split_channels="cascade" if a.cascade else a.split, snr_floor=a.snr_floor,
         low_noise_mix=a.low_noise_mix,
-        prediction=a.prediction,
+        prediction=a.prediction, clip_per_backbone=a.clip_per_backbone or None,
     )  # fmt: skip
     t0 = time.perf_counter()
     sol = O.solve_pidm("darcy", settings, out_dir=a.out, resume=a.resume, progress=a.progress)

@@ -362,6 +362,35 @@ def test_cascade_backbone_reads_the_earlier_channels_estimates_without_their_gra
         O.pidm_settings("darcy", split_channels="yes")
 
 
+def test_per_backbone_clipping_bounds_each_networks_gradient_on_its_own():
+    # with one backbone per channel a large gradient into one network (PIDM's residual into the pressure's)
+    # must not shrink the other's update, as a global-norm clip does; with one backbone it is the global clip
+    from pdejax.operators._diffusion import _backbone_groups, _clip_by_group_norm
+
+    s = O.cosine_schedule(10)
+    nets = [_Mix(2, 1, k) for k in jax.random.split(jax.random.PRNGKey(0))]
+    x0 = np.random.default_rng(1).normal(size=(3, 2, 8, 8))
+    params = eqx.filter(O.build_diffusion(O.ChannelSplit(nets, 2), s, x0), eqx.is_inexact_array)
+    groups = _backbone_groups(params)
+    assert sorted(set(groups)) == [0, 1] and groups.count(0) == groups.count(1)
+    big, small = 30.0, 0.2  # the gradient norms of the two backbones
+    g = jax.tree_util.tree_map(jnp.ones_like, params)
+    unit = [float(optax.tree.norm(n)) for n in g.net.nets]
+    scaled = [jax.tree_util.tree_map(lambda x, f=f / u: x * f, n) for n, f, u in zip(g.net.nets, (small, big), unit)]
+    g = eqx.tree_at(lambda m: m.net.nets, g, replace=tuple(scaled))
+    clipped, _ = _clip_by_group_norm(1.0, groups).update(g, optax.EmptyState())
+    k, p = (float(optax.tree.norm(n)) for n in clipped.net.nets)
+    np.testing.assert_allclose([k, p], [small, 1.0], rtol=1e-6)  # under the bound: untouched; over: to 1
+    glob, _ = optax.clip_by_global_norm(1.0).update(g, optax.clip_by_global_norm(1.0).init(g))
+    # what the global clip does to the small one: scaled by 1/30 with the big one
+    np.testing.assert_allclose(float(optax.tree.norm(glob.net.nets[0])), small / np.hypot(big, small), rtol=1e-6)
+    one, _ = _clip_by_group_norm(1.0, (0,) * len(groups)).update(g, optax.EmptyState())
+    for a, b in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(glob)):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    shared = eqx.filter(O.build_diffusion(_Mix(2, 2, jax.random.PRNGKey(0)), s, x0), eqx.is_inexact_array)
+    assert _backbone_groups(shared) is None  # one backbone: the optimizer keeps optax's global clip
+
+
 def test_bad_shapes_and_settings_are_refused():
     s = O.cosine_schedule(10)
     net = O.UNet(2, 8, (1, 2, 2), key=jax.random.PRNGKey(0))
