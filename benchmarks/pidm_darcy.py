@@ -42,6 +42,7 @@ def main():
     p.add_argument("--no-ema-warmup", action="store_true", help="fixed EMA decay from the first step")
     p.add_argument("--split", action="store_true", help="one U-Net per channel (operators.ChannelSplit)")
     p.add_argument("--cascade", action="store_true", help="--split, the pressure's U-Net reading the K estimate")
+    p.add_argument("--ordered", action="store_true", help="--cascade, the K U-Net reading the K channel only")
     p.add_argument("--snr-floor", type=float, default=None, help="floor of the x0 loss weight (default 1; 0: none)")
     p.add_argument(
         "--low-noise-mix",
@@ -57,7 +58,8 @@ def main():
         "darcy", resolution=a.resolution, n_train=a.n_train, steps=a.steps, batch_size=a.batch, width=a.width,
         depth=a.depth, learning_rate=a.lr, physics_weight=a.physics_weight, samples=a.samples, sampler=a.sampler,
         seed=a.seed, baseline=not a.no_baseline, normalise=a.normalise, physics_through=a.physics_through,
-        ema_warmup=not a.no_ema_warmup, split_channels="cascade" if a.cascade else a.split, snr_floor=a.snr_floor,
+        ema_warmup=not a.no_ema_warmup, split_channels="ordered" if a.ordered else "cascade" if a.cascade else a.split,
+        snr_floor=a.snr_floor,
         low_noise_mix=a.low_noise_mix,
         prediction=a.prediction, clip_per_backbone=a.clip_per_backbone or None,
     )  # fmt: skip

@@ -22,7 +22,7 @@ OPERATOR_DATASETS = ("burgers1d", "darcy", "darcy_lognormal", "diffusion_sorptio
 _PIHC_DATASETS = ("diffusion_sorption_operator", "navier_stokes_operator")
 _PIHC_OPERATOR = ("soft", "hc", "hc-moe")
 # --split-channels choice -> pidm_settings(split_channels=...)
-_SPLIT_CHANNELS = {"cascade": "cascade", "on": True, "off": False}
+_SPLIT_CHANNELS = {"cascade": "cascade", "ordered": "ordered", "on": True, "off": False}
 _OPERATOR_FLAGS = (
     "data",
     "epochs",
@@ -205,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the same model trained without the physics term")  # fmt: skip
     g.add_argument("--split-channels", choices=tuple(_SPLIT_CHANNELS), default=None,
                    help="cascade (default): one backbone per channel, the pressure's also reading the "
-                        "permeability's estimate; on: one per channel; off: one shared backbone")  # fmt: skip
+                        "permeability's estimate; ordered: the cascade, the permeability's reading only its own "
+                        "channel; on: one per channel; off: one shared backbone")  # fmt: skip
     g.add_argument("--no-split-channels", dest="split_channels", action="store_const", const="off",
                    help="= --split-channels off")  # fmt: skip
     g.add_argument("--snr-floor", type=float, default=None,

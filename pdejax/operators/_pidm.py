@@ -101,6 +101,7 @@ def darcy_dirichlet_physics(n: int, f: float = 1.0) -> FieldPhysics:
 PIDM_PHYSICS = {"darcy_lognormal": darcy_lognormal_physics, "darcy": darcy_dirichlet_physics}
 PIDM_DATASET = {"darcy": "darcy_lognormal"}  # what `pdejax solve darcy --method pidm` generates
 BACKBONES = ("unet", "fno")
+SPLIT_CHANNELS = (True, False, "cascade", "ordered")  # values of the split_channels setting
 
 # about 25 minutes for both models on 2 CPU cores (the paper: 64x64, 300k steps of a larger U-Net on a GPU);
 # benchmarks/pidm_darcy.py runs longer settings
@@ -154,7 +155,9 @@ def pidm_settings(dataset: str = "darcy", **overrides) -> dict[str, Any]:
     the pressure then leaves the permeability's denoiser alone; twice the parameters and cost; ``'cascade'``,
     the default: the same, and each backbone also reads the estimates of the channels before it, see
     :class:`ChannelSplit` (6.2x and 7.0x residual ratios on two seeds at 2000 steps against 5.3x and 4.9x for
-    ``True``); ``False``: one shared backbone),
+    ``True``); ``'ordered'``: the cascade with channel ``i``'s backbone reading only channels ``0..i`` of
+    ``x_t``, so the permeability is generated from its own marginal model, untouched by the pressure's
+    network (``ChannelSplit(ordered=True)``); ``False``: one shared backbone),
     ``snr_floor`` (floor of the x0 loss weight ``min(SNR, 5)``, see :func:`diffusion_loss`; 0: none. With the
     plain weight the noisiest steps, where each field's large scales are decided, are barely trained, and the
     per-field mean of generated ``log K`` was 38-48% too narrow, K's std 14-18% low at 2000 steps; with 1: 2.5%
@@ -192,8 +195,8 @@ def pidm_settings(dataset: str = "darcy", **overrides) -> dict[str, Any]:
     cap = DiffusionConfig.min_snr  # the cap the runs below train with (DiffusionConfig checks the floor again)
     if not 0 <= float(s["snr_floor"]) <= cap:
         raise ValueError(f"snr_floor must be in [0, {cap:g}] (0: none; the cap of the weight), got {s['snr_floor']}")
-    if s["split_channels"] not in (True, False, "cascade"):
-        raise ValueError(f"split_channels must be True, False or 'cascade', got {s['split_channels']!r}")
+    if s["split_channels"] not in SPLIT_CHANNELS:
+        raise ValueError(f"split_channels must be True, False, 'cascade' or 'ordered', got {s['split_channels']!r}")
     check_low_noise_mix(float(s["low_noise_mix"]))
     if float(s["physics_weight"]) < 0 or float(s["learning_rate"]) <= 0:
         raise ValueError("physics_weight must be >= 0 and learning_rate > 0")
@@ -220,10 +223,13 @@ def build_pidm(settings: dict, fields: np.ndarray, *, key) -> Any:
                            out_channels=out_channels)  # fmt: skip
 
     if settings["split_channels"]:
-        cascade = settings["split_channels"] == "cascade"
-        # in a cascade backbone i also reads the (one-channel) estimates of channels < i
-        nets = [backbone(k, 1, in_channels=c + i * cascade) for i, k in enumerate(jax.random.split(key, c))]
-        net = ChannelSplit(nets, c, cascade=cascade)
+        cascade = settings["split_channels"] in ("cascade", "ordered")
+        ordered = settings["split_channels"] == "ordered"
+        # in a cascade backbone i also reads the (one-channel) estimates of channels < i; ordered, it reads
+        # channels 0..i of x_t only
+        nets = [backbone(k, 1, in_channels=(i + 1 if ordered else c) + i * cascade)
+                for i, k in enumerate(jax.random.split(key, c))]  # fmt: skip
+        net = ChannelSplit(nets, c, cascade=cascade, ordered=ordered)
     else:
         net = backbone(key)
     schedule = make_schedule(settings["schedule"], int(settings["diffusion_steps"]))

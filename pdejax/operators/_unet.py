@@ -275,25 +275,34 @@ class ChannelSplit(eqx.Module):
     ``cascade=True``: backbone ``i`` reads ``x`` and the outputs of backbones ``0..i-1`` (gradient stopped), so it
     takes ``c + sum_{j<i} c_j`` channels. For Darcy the pressure's denoiser then sees the permeability's
     estimate, the field the residual is evaluated on, instead of only its noisy version.
+
+    ``ordered=True`` (one output channel per backbone): backbone ``i`` reads only channels ``0..i`` of ``x``
+    (and, in a cascade, the estimates of ``0..i-1``), so channel 0's denoiser is a model of that channel's
+    marginal alone: the reverse process generates ``K`` as a DDPM of ``K`` would, whatever the later
+    channels' networks do (without it, ``K``'s denoiser reads the noisy pressure, and a pressure network
+    trained differently moves the generated ``K``).
     """
 
     nets: tuple
     channels: int = eqx.field(static=True)
     cascade: bool = eqx.field(static=True, default=False)
+    ordered: bool = eqx.field(static=True, default=False)
 
-    def __init__(self, nets, channels: int, cascade: bool = False):
+    def __init__(self, nets, channels: int, cascade: bool = False, ordered: bool = False):
         if len(nets) < 1:
             raise ValueError("ChannelSplit needs at least one backbone")
-        self.nets, self.channels, self.cascade = tuple(nets), channels, bool(cascade)
+        if ordered and len(nets) != channels:
+            raise ValueError(f"ordered=True needs one backbone per channel: {len(nets)} backbones, {channels} channels")
+        self.nets, self.channels, self.cascade, self.ordered = tuple(nets), channels, bool(cascade), bool(ordered)
 
     def check_shape(self, shape: tuple[int, ...]) -> None:
         """Raise ``ValueError`` unless every backbone takes ``shape`` (the first one, in a cascade) and it has
         ``channels`` channels (that the outputs add up to them is checked when the backbones are traced)."""
         # in a cascade only the first backbone reads the bare field; the grid checks hold for all of them
-        for net in self.nets[:1] if self.cascade else self.nets:
+        for i, net in enumerate(self.nets[:1] if self.cascade else self.nets):
             check = getattr(net, "check_shape", None)
             if check is not None:
-                check(tuple(shape))
+                check((i + 1, *shape[1:]) if self.ordered else tuple(shape))
         if len(shape) < 1 or shape[0] != self.channels:
             raise ValueError(f"this split backbone takes fields of {self.channels} channels; got shape {shape}")
 
@@ -303,8 +312,9 @@ class ChannelSplit(eqx.Module):
     def batched(self, x: Float[Array, "b c h w"], t: Float[Array, " b"]) -> Float[Array, "b c h w"]:
         """The backbones on a batch, each through its own ``batched`` method where it has one (FNO)."""
         outs = []
-        for net in self.nets:
-            inp = jnp.concatenate([x, *map(jax.lax.stop_gradient, outs)], axis=1) if self.cascade else x
+        for i, net in enumerate(self.nets):
+            xi = x[:, : i + 1] if self.ordered else x
+            inp = jnp.concatenate([xi, *map(jax.lax.stop_gradient, outs)], axis=1) if self.cascade else xi
             outs.append(apply_batch(net, inp, t, in_axes=(0, 0)))
         y = jnp.concatenate(outs, axis=1)
         if y.shape[1] != self.channels:

@@ -358,8 +358,19 @@ def test_cascade_backbone_reads_the_earlier_channels_estimates_without_their_gra
     settings = O.pidm_settings("darcy", split_channels="cascade", resolution=8, depth=2, width=8)
     cascade = O.build_pidm(settings, np.ones((2, 2, 8, 8)), key=jax.random.PRNGKey(0))
     assert cascade.net.cascade and [n.channels for n in cascade.net.nets] == [2, 3]
-    with pytest.raises(ValueError, match="split_channels must be True, False or 'cascade'"):
+    with pytest.raises(ValueError, match="split_channels must be True, False, 'cascade' or 'ordered'"):
         O.pidm_settings("darcy", split_channels="yes")
+    # ordered: the permeability's backbone reads the permeability channel of x_t only, so its estimate does
+    # not change when the pressure channel does (it is a model of K's marginal)
+    settings = O.pidm_settings("darcy", split_channels="ordered", resolution=8, depth=2, width=8)
+    ordered = O.build_pidm(settings, np.ones((2, 2, 8, 8)), key=jax.random.PRNGKey(0))
+    assert ordered.net.ordered and ordered.net.cascade and [n.channels for n in ordered.net.nets] == [1, 3]
+    x2 = x.at[:, 1].set(5.0 * x[:, 1] + 1.0)
+    out, out2 = (ordered.net.batched(v, t) for v in (x, x2))
+    np.testing.assert_array_equal(out[:, 0], out2[:, 0])
+    assert float(jnp.max(jnp.abs(out[:, 1] - out2[:, 1]))) > 1e-3  # the pressure's does read it
+    with pytest.raises(ValueError, match="one backbone per channel"):
+        O.ChannelSplit([_Mix(2, 2, kk)], 2, ordered=True)
 
 
 def test_per_backbone_clipping_bounds_each_networks_gradient_on_its_own():
@@ -524,7 +535,8 @@ def test_cli_pidm_bad_input(argv, message, capsys, tmp_path):
 
 @pytest.mark.parametrize(
     "flags,split", [([], "cascade"), (["--split-channels", "on"], True), (["--no-split-channels"], False),
-                    (["--split-channels", "off"], False), (["--split-channels", "cascade"], "cascade")]
+                    (["--split-channels", "off"], False), (["--split-channels", "cascade"], "cascade"),
+                    (["--split-channels", "ordered"], "ordered")]
 )  # fmt: skip
 def test_cli_split_channels_flag_maps_to_the_setting(flags, split):
     from pdejax.cli import _pidm_overrides, build_parser
