@@ -504,7 +504,7 @@ def test_cli_pidm_writes_metrics_and_pictures_and_resumes(tmp_path, capsys):
 
     saved = json.loads((out / "run.json").read_text())["settings"]
     before = {"normalise": "channel", "ema_warmup": False, "split_channels": False, "snr_floor": 0.0,
-              "low_noise_mix": 0.0}  # fmt: skip
+              "low_noise_mix": 0.0, "clip_per_backbone": False}  # fmt: skip
     old = {k: v for k, v in saved.items() if k not in before}
     assert _resumed_pidm_settings(old, 12) == {**saved, "steps": 12, **before}
     assert _resumed_pidm_settings(saved, None) == saved  # a current run.json resumes as written
