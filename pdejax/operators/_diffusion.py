@@ -498,22 +498,13 @@ class _StepSetup:
 
 
 def _clip_by_group_norm(max_norm: float, groups: tuple[int, ...]) -> optax.GradientTransformation:
-    """Clip the gradient norm of each group of parameter leaves to ``max_norm`` separately; ``groups[i]`` is the
-    group of the ``i``-th leaf (in ``tree_leaves`` order of the parameters)."""
+    """optax's global-norm clip to ``max_norm`` applied to each group of parameter leaves separately;
+    ``groups[i]`` is the group of the ``i``-th leaf (in ``tree_leaves`` order of the parameters)."""
 
-    def update(updates, state, params=None):
-        leaves, treedef = jax.tree_util.tree_flatten(updates)
-        if len(leaves) != len(groups):
-            raise ValueError(f"{len(leaves)} gradient leaves, but groups for {len(groups)}")
-        sq = {}
-        for g, x in zip(groups, leaves):
-            sq[g] = sq.get(g, 0.0) + jnp.sum(jnp.square(x.astype(jnp.float32)))
-        # the same factor as optax.clip_by_global_norm, applied per group
-        scale = {g: jnp.where(v < max_norm**2, 1.0, max_norm / jnp.sqrt(v)) for g, v in sq.items()}
-        leaves = [(x * scale[g]).astype(x.dtype) for g, x in zip(groups, leaves)]
-        return jax.tree_util.tree_unflatten(treedef, leaves), state
+    def labels(params):
+        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), groups)
 
-    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+    return optax.multi_transform({g: optax.clip_by_global_norm(max_norm) for g in set(groups)}, labels)
 
 
 def _backbone_groups(params) -> tuple[int, ...] | None:

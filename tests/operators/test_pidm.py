@@ -389,13 +389,15 @@ def test_per_backbone_clipping_bounds_each_networks_gradient_on_its_own():
     unit = [float(optax.tree.norm(n)) for n in g.net.nets]
     scaled = [jax.tree_util.tree_map(lambda x, f=f / u: x * f, n) for n, f, u in zip(g.net.nets, (small, big), unit)]
     g = eqx.tree_at(lambda m: m.net.nets, g, replace=tuple(scaled))
-    clipped, _ = _clip_by_group_norm(1.0, groups).update(g, optax.EmptyState())
+    per = _clip_by_group_norm(1.0, groups)
+    clipped, _ = per.update(g, per.init(params), params)
     k, p = (float(optax.tree.norm(n)) for n in clipped.net.nets)
     np.testing.assert_allclose([k, p], [small, 1.0], rtol=1e-6)  # under the bound: untouched; over: to 1
     glob, _ = optax.clip_by_global_norm(1.0).update(g, optax.clip_by_global_norm(1.0).init(g))
     # what the global clip does to the small one: scaled by 1/30 with the big one
     np.testing.assert_allclose(float(optax.tree.norm(glob.net.nets[0])), small / np.hypot(big, small), rtol=1e-6)
-    one, _ = _clip_by_group_norm(1.0, (0,) * len(groups)).update(g, optax.EmptyState())
+    single = _clip_by_group_norm(1.0, (0,) * len(groups))
+    one, _ = single.update(g, single.init(params), params)
     for a, b in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(glob)):
         np.testing.assert_allclose(a, b, rtol=1e-6)
     shared = eqx.filter(O.build_diffusion(_Mix(2, 2, jax.random.PRNGKey(0)), s, x0), eqx.is_inexact_array)
