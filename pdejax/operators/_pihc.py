@@ -38,6 +38,7 @@ class GridResidual:
         where: ``(m, d)`` integer grid index of each row's point (which expert owns the row).
         terms: ``{name: slice}`` of the rows of each term (PDE, initial, boundary).
         grid: the grid shape.
+        periodic: the grid axes that wrap around (the experts' blocks are blended across the wrap too).
     """
 
     linear: Callable[[Array], Array]
@@ -46,6 +47,7 @@ class GridResidual:
     where: np.ndarray
     terms: dict
     grid: tuple[int, ...]
+    periodic: tuple[int, ...] = ()
 
     @property
     def rows(self) -> int:
@@ -224,7 +226,9 @@ def navier_stokes_residual(s: int, nt: int, nu: float = 1e-3, T: float = 1.0, in
         r = jnp.where(jnp.asarray(kind)[rows] == 0, wt + u * wx + v * wy - nu * lap, w - d[0])
         return jnp.asarray(scale, w.dtype)[rows] * r
 
-    return GridResidual(linear, data, pointwise, np.concatenate(list(parts.values())), terms, (s, s, nt))
+    return GridResidual(
+        linear, data, pointwise, np.concatenate(list(parts.values())), terms, (s, s, nt), periodic=(0, 1)
+    )
 
 
 def navier_stokes_pairs(
@@ -263,20 +267,31 @@ def navier_stokes_pairs(
 
 
 # -------------------------------------------------------------------------------- the constraint layer
-def _expert_weights(points: np.ndarray, grid: tuple[int, ...], counts: tuple[int, ...], overlap: float) -> np.ndarray:
+def _expert_weights(
+    points: np.ndarray, grid: tuple[int, ...], counts: tuple[int, ...], overlap: float, periodic: tuple[int, ...] = ()
+) -> np.ndarray:
     """``(n_points, K)`` partition of unity over the experts at grid indices ``points``: per axis, piece ``p``
     of ``c`` has weight ``s(i - e_p) - s(i - e_{p+1})`` with interfaces ``e_p`` halfway between the blocks'
     cells (``e_0 = -inf``, ``e_c = +inf``) and ``s`` a linear ramp from 0 to 1 over ``2 * overlap`` cells
     (a step when ``overlap = 0``: each point belongs to its block's expert alone); the product over axes,
-    flattened row-major over the pieces."""
+    flattened row-major over the pieces. On a ``periodic`` axis the last and first blocks meet at an
+    interface too (``e_0 = -1/2``, ``e_c = n - 1/2``), blended like the others: the pieces' images one period
+    to either side are summed into the piece they repeat."""
     out = np.ones((points.shape[0], 1))
     for axis, (n, c) in enumerate(zip(grid, counts)):
         i = points[:, axis].astype(float)[:, None]
-        e = np.concatenate([[-np.inf], np.arange(1, c) * n / c - 0.5, [np.inf]])
+        wrap = axis in periodic and c > 1
+        # periodic: the interfaces of three periods, so every ramp that reaches [0, n) is present
+        p = np.arange(-c, 2 * c + 1) if wrap else np.arange(c + 1)
+        e = p * n / c - 0.5
+        if not wrap:
+            e[0], e[-1] = -np.inf, np.inf
         z = i - e[None]
         ramp = np.clip(0.5 + z / (2 * overlap), 0.0, 1.0) if overlap > 0 else (z > 0).astype(float)
         ramp[:, 0], ramp[:, -1] = 1.0, 0.0
         w = ramp[:, :-1] - ramp[:, 1:]
+        if wrap:  # fold the images of piece q (q - c and q + c) onto it
+            w = w.reshape(points.shape[0], 3, c).sum(axis=1)
         out = (out[:, :, None] * w[:, None, :]).reshape(points.shape[0], -1)
     return out
 
@@ -304,9 +319,10 @@ class HardConstrainedOperator(eqx.Module):
     ``overlap`` (grid cells, default 0: a hard partition as in the paper) widens each block by that many
     cells on each side: the expert also constrains the rows there, and the field blends neighbouring
     experts' fields with weights that ramp linearly across the ``2 * overlap`` cells around the interface
-    (a partition of unity), so the assembled field has no jump there. ``shared`` gives every expert all
-    initial and boundary rows besides its PDE rows, wherever they lie (the PI-HC code's choice for
-    diffusion–sorption; measured worse here, so off by default).
+    (a partition of unity), so the assembled field has no jump there; on the residual's ``periodic`` axes
+    (Navier–Stokes' x and y) the last and first blocks meet across the wrap and are blended there too.
+    ``shared`` gives every expert all initial and boundary rows besides its PDE rows, wherever they lie (the
+    PI-HC code's choice for diffusion–sorption; measured worse here, so off by default).
 
     ``initial=True`` builds the initial condition in, as the PI-HC code does for Navier–Stokes: the field is
     ``u = a_0 + (t / T) sum_n w_n b_n`` (``a_0``: the input's first channel, the initial state broadcast over
@@ -356,7 +372,7 @@ class HardConstrainedOperator(eqx.Module):
         if overlap < 0:
             raise ValueError(f"overlap must be >= 0, got {overlap}")
         # an expert constrains the rows where its weight is positive: its block, widened by the overlap
-        mine = _expert_weights(residual.where, grid, experts, overlap) > 0
+        mine = _expert_weights(residual.where, grid, experts, overlap, residual.periodic) > 0
         pde = residual.terms["pde"]
         is_pde = (np.arange(residual.rows) >= pde.start) & (np.arange(residual.rows) < pde.stop)
         if shared:  # every expert also meets the initial and boundary rows, wherever they lie
@@ -384,7 +400,7 @@ class HardConstrainedOperator(eqx.Module):
         # each expert's rows, padded to equal length with -1 (rows that are zero) so the solves vmap
         self._rows = _Points(np.stack([np.pad(r, (0, longest - len(r)), constant_values=-1) for r in rows]))
         idx = np.stack(np.meshgrid(*[np.arange(n) for n in grid], indexing="ij"), -1).reshape(-1, len(grid))
-        self._owner = _Points(_expert_weights(idx, grid, experts, overlap).reshape(grid + (k,)))
+        self._owner = _Points(_expert_weights(idx, grid, experts, overlap, residual.periodic).reshape(grid + (k,)))
         self.rtol, self.atol, self.max_steps, self.ridge = rtol, atol, max_steps, ridge
         self.initial = bool(initial)
 

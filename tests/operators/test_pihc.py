@@ -207,6 +207,29 @@ def test_overlapping_experts_blend_their_fits_with_a_partition_of_unity():
     np.testing.assert_allclose(np.asarray(u[0, 0]), (1 - s1) * fits[0] + s1 * fits[1], atol=1e-10)
 
 
+def test_experts_on_a_periodic_axis_blend_across_the_wrap():
+    from pdejax.operators._pihc import _expert_weights
+
+    n, c = 16, 4
+    pts = np.arange(n)[:, None]
+    hard = _expert_weights(pts, (n,), (c,), 0.0)
+    # no overlap: the periodic partition is the plain one
+    np.testing.assert_array_equal(_expert_weights(pts, (n,), (c,), 0.0, periodic=(0,)), hard)
+    for ov in (1.0, 2.5, 4.0):
+        w = _expert_weights(pts, (n,), (c,), ov, periodic=(0,))
+        assert np.all(w >= 0)
+        np.testing.assert_allclose(w.sum(1), 1.0, atol=1e-15)
+        # on a ring the partition is shift-equivariant: one block's shift moves every weight to the next
+        # expert, including across the wrap, where the non-periodic partition has a jump
+        np.testing.assert_allclose(np.roll(w, n // c, axis=0), np.roll(w, -1, axis=1), atol=1e-15)
+        lin = _expert_weights(pts, (n,), (c,), ov)
+        # the wrap's interface (at -1/2) is blended like the inner ones: mirror-symmetric about it
+        assert lin[0, -1] == 0 and w[0, -1] > 0
+        np.testing.assert_allclose(w[::-1, ::-1], w, atol=1e-15)
+    # the Navier-Stokes rows declare their periodic axes, so hc-moe's blocks there are blended over the wrap
+    assert navier_stokes_residual(8, 3).periodic == (0, 1)
+
+
 _SHARDED = """
 import equinox as eqx, jax, jax.numpy as jnp, numpy as np
 jax.config.update("jax_enable_x64", True)
