@@ -52,6 +52,8 @@ def main():
     )
     p.add_argument("--prediction", default=None, choices=("x0", "eps", "v"), help="what the network predicts")
     p.add_argument("--clip-per-backbone", action="store_true", help="clip each channel's U-Net's gradient alone")
+    p.add_argument("--combine", default=None, choices=("sum", "config"),
+                   help="PIDM's update: the summed gradient or ConFIG of the data and physics gradients")  # fmt: skip
     p.add_argument("--no-baseline", action="store_true", help="train the PIDM model only (no physics-free twin)")
     a = p.parse_args()
     settings = O.pidm_settings(
@@ -61,7 +63,7 @@ def main():
         ema_warmup=not a.no_ema_warmup, split_channels="ordered" if a.ordered else "cascade" if a.cascade else a.split,
         snr_floor=a.snr_floor,
         low_noise_mix=a.low_noise_mix,
-        prediction=a.prediction, clip_per_backbone=a.clip_per_backbone or None,
+        prediction=a.prediction, clip_per_backbone=a.clip_per_backbone or None, combine=a.combine,
     )  # fmt: skip
     t0 = time.perf_counter()
     sol = O.solve_pidm("darcy", settings, out_dir=a.out, resume=a.resume, progress=a.progress)

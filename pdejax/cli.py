@@ -1161,7 +1161,7 @@ def _resumed_pidm_settings(saved: dict, steps: int | None) -> dict:
     settings added after it was written set to the behaviour it had, and ``steps`` (when given) as the
     new budget."""
     settings = {"normalise": "channel", "ema_warmup": False, "split_channels": False, "snr_floor": 0.0,
-                "low_noise_mix": 0.0, "clip_per_backbone": False, **saved}  # fmt: skip
+                "low_noise_mix": 0.0, "clip_per_backbone": False, "combine": "sum", **saved}  # fmt: skip
     if steps is not None:
         settings["steps"] = steps
     return settings
