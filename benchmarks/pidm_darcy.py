@@ -63,7 +63,7 @@ def main():
         ema_warmup=not a.no_ema_warmup, split_channels="ordered" if a.ordered else "cascade" if a.cascade else a.split,
         snr_floor=a.snr_floor,
         low_noise_mix=a.low_noise_mix,
-        prediction=a.prediction, clip_per_backbone=a.clip_per_backbone or None, combine=a.combine,
+        prediction=a.prediction, clip_per_backbone=a.clip_per_backbone, combine=a.combine,
     )  # fmt: skip
     t0 = time.perf_counter()
     sol = O.solve_pidm("darcy", settings, out_dir=a.out, resume=a.resume, progress=a.progress)

@@ -204,9 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-baseline", action="store_true", default=None,
                    help="skip the same model trained without the physics term")  # fmt: skip
     g.add_argument("--split-channels", choices=tuple(_SPLIT_CHANNELS), default=None,
-                   help="cascade (default): one backbone per channel, the pressure's also reading the "
-                        "permeability's estimate; ordered: the cascade, the permeability's reading only its own "
-                        "channel; on: one per channel; off: one shared backbone")  # fmt: skip
+                   help="ordered (default): one backbone per channel, the pressure's also reading the "
+                        "permeability's estimate, the permeability's only its own channel; cascade: the same, "
+                        "the permeability's reading both; on: one per channel; off: one shared backbone")  # fmt: skip
     g.add_argument("--no-split-channels", dest="split_channels", action="store_const", const="off",
                    help="= --split-channels off")  # fmt: skip
     g.add_argument("--snr-floor", type=float, default=None,

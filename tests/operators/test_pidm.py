@@ -543,7 +543,8 @@ def test_cli_pidm_writes_metrics_and_pictures_and_resumes(tmp_path, capsys):
     for f in ("samples.png", "solution.png", "loss.png", "checkpoint.npz", "ddpm/checkpoint.npz", "data.npz"):
         assert (out / f).exists(), f
     assert "darcy pidm: mean |residual|" in capsys.readouterr().out
-    assert json.loads((out / "run.json").read_text())["settings"]["split_channels"] == "cascade"  # the default
+    settings = json.loads((out / "run.json").read_text())["settings"]
+    assert settings["split_channels"] == "ordered" and settings["clip_per_backbone"] is True  # the defaults
     assert main(["solve", "darcy", "--resume", str(out), "--steps", "8", "--no-progress"]) == 0
     assert json.loads((out / "metrics.json").read_text())["steps"] == 8
     # a run.json written before the normalise / ema_warmup / split_channels / snr_floor / low_noise_mix settings
@@ -582,7 +583,7 @@ def test_cli_pidm_bad_input(argv, message, capsys, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "flags,split", [([], "cascade"), (["--split-channels", "on"], True), (["--no-split-channels"], False),
+    "flags,split", [([], "ordered"), (["--split-channels", "on"], True), (["--no-split-channels"], False),
                     (["--split-channels", "off"], False), (["--split-channels", "cascade"], "cascade"),
                     (["--split-channels", "ordered"], "ordered")]
 )  # fmt: skip
