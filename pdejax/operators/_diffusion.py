@@ -366,6 +366,12 @@ def check_low_noise_mix(low_noise_mix: float) -> None:
         raise ValueError(f"low_noise_mix must be in [0, 1), got {low_noise_mix}")
 
 
+def check_combine(combine: str) -> None:
+    """Raise ``ValueError`` unless ``combine`` is one of :data:`COMBINE`."""
+    if combine not in COMBINE:
+        raise ValueError(f"combine must be one of {COMBINE}, got {combine!r}")
+
+
 def step_distribution(schedule: NoiseSchedule, low_noise_mix: float, dtype=None) -> Float[Array, " T"]:
     """The training steps' distribution ``q_t = (1 - lam) / T + lam w_t / sum(w)``, ``w_t = 1 / betatilde_t``,
     ``(T,)`` (``lam = low_noise_mix``; see :func:`diffusion_loss`)."""
@@ -451,8 +457,7 @@ class DiffusionConfig:
         if self.snr_floor is not None and not 0 < self.snr_floor <= cap:
             raise ValueError(f"snr_floor must be > 0 and <= min_snr, got {self.snr_floor} (min_snr {self.min_snr})")
         check_low_noise_mix(self.low_noise_mix)
-        if self.combine not in COMBINE:
-            raise ValueError(f"combine must be one of {COMBINE}, got {self.combine!r}")
+        check_combine(self.combine)
         if self.combine == "config" and not (self.physics_weight > 0 or self.inequality_weight > 0):
             raise ValueError("combine='config' needs two loss terms: set physics_weight or inequality_weight > 0")
 
@@ -547,10 +552,10 @@ def _update_direction(loss_fn: Callable, p, combine: str):
         loss, terms = loss_fn(p)
         return jnp.stack([terms[0], terms[1] + terms[2]]), (loss, terms)
 
-    per_term, (loss, terms) = jax.jacrev(term_fn, has_aux=True)(p)
-    rows = [jax.flatten_util.ravel_pytree(jax.tree_util.tree_map(lambda x, i=i: x[i], per_term)) for i in (0, 1)]
-    unravel = rows[0][1]
-    return loss, terms, unravel(config_direction(jnp.stack([r[0] for r in rows])))
+    per_term, (loss, terms) = jax.jacrev(term_fn, has_aux=True)(p)  # leaves with a leading axis of 2
+    stacked = jax.vmap(lambda g: jax.flatten_util.ravel_pytree(g)[0])(per_term)
+    unravel = jax.flatten_util.ravel_pytree(p)[1]
+    return loss, terms, unravel(config_direction(stacked))
 
 
 # one jitted step per call, not a lax.scan over a chunk: XLA:CPU runs convolutions inside a while loop about

@@ -15,7 +15,6 @@ import numpy as np
 from .. import solvers
 from ._data import OperatorDataset, darcy_flux_free_residual, source_sink
 from ._diffusion import (
-    COMBINE,
     NORMALISATIONS,
     PREDICTIONS,
     SAMPLERS,
@@ -24,6 +23,7 @@ from ._diffusion import (
     DiffusionResult,
     FieldPhysics,
     build_diffusion,
+    check_combine,
     check_low_noise_mix,
     make_schedule,
     sample,
@@ -204,8 +204,7 @@ def pidm_settings(dataset: str = "darcy", **overrides) -> dict[str, Any]:
     if s["split_channels"] not in SPLIT_CHANNELS:
         raise ValueError(f"split_channels must be True, False, 'cascade' or 'ordered', got {s['split_channels']!r}")
     check_low_noise_mix(float(s["low_noise_mix"]))
-    if s["combine"] not in COMBINE:
-        raise ValueError(f"combine must be one of {COMBINE}, got {s['combine']!r}")
+    check_combine(s["combine"])
     if float(s["physics_weight"]) < 0 or float(s["learning_rate"]) <= 0:
         raise ValueError("physics_weight must be >= 0 and learning_rate > 0")
     if s["sample_steps"] is not None and not 1 <= int(s["sample_steps"]) <= int(s["diffusion_steps"]):
