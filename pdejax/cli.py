@@ -15,7 +15,7 @@ OPERATOR_METHODS = ("fno", "deeponet", "multionet", "pidm")
 PINN_SAMPLERS = ("uniform", "sobol", "lhs")
 DIFFUSION_SAMPLERS = ("ddpm", "ddim")
 _PIDM_FLAGS = ("samples", "backbone", "schedule", "diffusion_steps", "prediction", "sample_steps", "no_baseline",
-               "split_channels", "snr_floor", "low_noise_mix")  # fmt: skip
+               "split_channels", "snr_floor", "low_noise_mix", "combine")  # fmt: skip
 # = pdejax.operators.DATASETS, named here to parse without jax
 OPERATOR_DATASETS = ("burgers1d", "darcy", "darcy_lognormal", "diffusion_sorption_operator", "navier_stokes_operator")
 # = pdejax.operators.PIHC_METHODS: physics-only operators of _PIHC_DATASETS (PI-HC's own settings)
@@ -214,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--low-noise-mix", type=float, default=None,
                    help="share of training steps drawn by the physics term's weight, importance-weighted "
                         "(default 0.5; 0: uniform)")  # fmt: skip
+    g.add_argument("--combine", choices=("sum", "config"), default=None,
+                   help="sum (default): descend the summed data and physics loss, as the paper; config: "
+                        "ConFIG's conflict-free direction of the two terms' gradients")  # fmt: skip
 
     c = sub.add_parser("compare", help="run several methods x seeds on one problem; write a table and a plot")
     c.add_argument("problem")
@@ -1153,7 +1156,7 @@ _PIDM_SETTINGS = {"n_train": "n_train", "resolution": "resolution", "steps": "st
                   "physics": "physics_weight", "samples": "samples", "sampler": "sampler",
                   "sample_steps": "sample_steps", "devices": "devices", "seed": "seed", "data": "data",
                   "snr_floor": "snr_floor",
-                  "low_noise_mix": "low_noise_mix"}  # fmt: skip
+                  "low_noise_mix": "low_noise_mix", "combine": "combine"}  # fmt: skip
 
 
 def _resumed_pidm_settings(saved: dict, steps: int | None) -> dict:

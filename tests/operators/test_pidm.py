@@ -574,6 +574,8 @@ def test_cli_pidm_writes_metrics_and_pictures_and_resumes(tmp_path, capsys):
         (["solve", "darcy", "--method", "pidm", "--snr-floor", "-1"], "snr_floor must be in [0, 5]"),
         (["solve", "heat", "--low-noise-mix", "0.5"], "--low-noise-mix: options of --method pidm"),
         (["solve", "darcy", "--method", "pidm", "--low-noise-mix", "1"], "low_noise_mix must be in [0, 1)"),
+        (["solve", "heat", "--combine", "config"], "--combine: options of --method pidm"),
+        (["solve", "darcy", "--method", "pidm", "--combine", "mean"], "invalid choice: 'mean'"),
     ],
 )
 def test_cli_pidm_bad_input(argv, message, capsys, tmp_path):
@@ -592,6 +594,16 @@ def test_cli_split_channels_flag_maps_to_the_setting(flags, split):
 
     args = build_parser().parse_args(["solve", "darcy", "--method", "pidm", *flags])
     assert O.pidm_settings("darcy", **_pidm_overrides(args))["split_channels"] == split
+
+
+@pytest.mark.parametrize(
+    "flags,combine", [([], "sum"), (["--combine", "sum"], "sum"), (["--combine", "config"], "config")]
+)
+def test_cli_combine_flag_maps_to_the_setting(flags, combine):
+    from pdejax.cli import _pidm_overrides, build_parser
+
+    args = build_parser().parse_args(["solve", "darcy", "--method", "pidm", *flags])
+    assert O.pidm_settings("darcy", **_pidm_overrides(args))["combine"] == combine
 
 
 def test_normalise_none_diffuses_fields_in_their_own_units():
