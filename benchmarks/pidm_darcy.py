@@ -52,7 +52,7 @@ def main():
     )
     p.add_argument("--prediction", default=None, choices=("x0", "eps", "v"), help="what the network predicts")
     p.add_argument("--clip-per-backbone", action="store_true", help="clip each channel's U-Net's gradient alone")
-    p.add_argument("--combine", default=None, choices=("sum", "config"),
+    p.add_argument("--combine", default=None, choices=("sum", "config", "config_per_backbone"),
                    help="PIDM's update: the summed gradient or ConFIG of the data and physics gradients")  # fmt: skip
     p.add_argument("--no-baseline", action="store_true", help="train the PIDM model only (no physics-free twin)")
     a = p.parse_args()

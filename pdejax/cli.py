@@ -214,9 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--low-noise-mix", type=float, default=None,
                    help="share of training steps drawn by the physics term's weight, importance-weighted "
                         "(default 0.5; 0: uniform)")  # fmt: skip
-    g.add_argument("--combine", choices=("sum", "config"), default=None,
+    g.add_argument("--combine", choices=("sum", "config", "config_per_backbone"), default=None,
                    help="sum (default): descend the summed data and physics loss, as the paper; config: "
-                        "ConFIG's conflict-free direction of the two terms' gradients")  # fmt: skip
+                        "ConFIG's conflict-free direction of the two terms' gradients; config_per_backbone: "
+                        "ConFIG within each channel's network")  # fmt: skip
 
     c = sub.add_parser("compare", help="run several methods x seeds on one problem; write a table and a plot")
     c.add_argument("problem")

@@ -414,7 +414,11 @@ class DiffusionConfig:
             the two (:func:`pdejax.pinns.config_direction`; Liu, Chu & Thuerey, ICLR 2025), which follows
             neither term against the other. At the lowest noise levels PIDM's residual gradient is ~60x the
             data gradient and opposes it (cosine -0.4, measured at 64x64), so the summed step trades the
-            estimate's fit to the data for residual. Costs a second backward pass.
+            estimate's fit to the data for residual. Costs a second backward pass. ``'config_per_backbone'``:
+            with one backbone per channel (:class:`ChannelSplit`), ConFIG within each backbone's parameters
+            on its own, so a backbone the physics term does not reach (the permeability's, with the residual
+            trained through the pressure) follows its data gradient exactly as without physics; one
+            backbone: the same as ``'config'``.
         chunk: steps between progress-bar updates and NaN checks.
         checkpoint_every: steps between checkpoints (rounded up to whole chunks; 0: only at the end).
         devices: shard each batch over this many devices (data parallel), ``batch_size`` a multiple.
@@ -458,11 +462,13 @@ class DiffusionConfig:
             raise ValueError(f"snr_floor must be > 0 and <= min_snr, got {self.snr_floor} (min_snr {self.min_snr})")
         check_low_noise_mix(self.low_noise_mix)
         check_combine(self.combine)
-        if self.combine == "config" and not (self.physics_weight > 0 or self.inequality_weight > 0):
-            raise ValueError("combine='config' needs two loss terms: set physics_weight or inequality_weight > 0")
+        if self.combine != "sum" and not (self.physics_weight > 0 or self.inequality_weight > 0):
+            raise ValueError(
+                f"combine={self.combine!r} needs two loss terms: set physics_weight or inequality_weight > 0"
+            )
 
 
-COMBINE = ("sum", "config")
+COMBINE = ("sum", "config", "config_per_backbone")
 
 
 @dataclasses.dataclass
@@ -504,6 +510,7 @@ class _StepSetup:
     grad_clip: float
     clip_groups: tuple[int, ...] | None  # per parameter leaf, its backbone (None: one global clip)
     combine: str
+    backbones: tuple[int, ...] | None  # per parameter leaf, its backbone, for combine='config_per_backbone'
     learning_rate: float
     warmup: int
     decay_steps: int
@@ -540,10 +547,12 @@ def _backbone_groups(params) -> tuple[int, ...] | None:
     return tuple(x if isinstance(x, int) else -1 for x in jax.tree_util.tree_leaves(marked))
 
 
-def _update_direction(loss_fn: Callable, p, combine: str):
+def _update_direction(loss_fn: Callable, p, combine: str, groups: tuple[int, ...] | None = None):
     """``(loss, terms, g)``: the loss, its terms (:func:`diffusion_loss`'s) and the direction the optimizer
     follows, for parameters ``p``: the total loss's gradient (``'sum'``), or (``'config'``) the ConFIG
-    direction of the data term's gradient and the physics terms' (residual + inequality) gradient."""
+    direction of the data term's gradient and the physics terms' (residual + inequality) gradient, or
+    (``'config_per_backbone'``) that direction taken for each group of parameter leaves on its own
+    (``groups[i]``: the group of leaf ``i``, see :func:`_backbone_groups`; None: one group)."""
     if combine == "sum":
         (loss, terms), g = jax.value_and_grad(loss_fn, has_aux=True)(p)
         return loss, terms, g
@@ -553,9 +562,22 @@ def _update_direction(loss_fn: Callable, p, combine: str):
         return jnp.stack([terms[0], terms[1] + terms[2]]), (loss, terms)
 
     per_term, (loss, terms) = jax.jacrev(term_fn, has_aux=True)(p)  # leaves with a leading axis of 2
-    stacked = jax.vmap(lambda g: jax.flatten_util.ravel_pytree(g)[0])(per_term)
-    unravel = jax.flatten_util.ravel_pytree(p)[1]
-    return loss, terms, unravel(config_direction(stacked))
+    if combine == "config" or groups is None:
+        stacked = jax.vmap(lambda g: jax.flatten_util.ravel_pytree(g)[0])(per_term)
+        unravel = jax.flatten_util.ravel_pytree(p)[1]
+        return loss, terms, unravel(config_direction(stacked))
+    # one ConFIG per backbone: a network the physics term does not reach (its gradient there is zero) follows
+    # its data gradient unchanged (ConFIG of (g, 0) is g), instead of a step whose length both terms set
+    leaves, treedef = jax.tree_util.tree_flatten(per_term)
+    out = list(leaves)
+    for group in sorted(set(groups)):
+        idx = [i for i, gi in enumerate(groups) if gi == group]
+        stacked = jnp.concatenate([leaves[i].reshape(2, -1) for i in idx], axis=1)
+        d = config_direction(stacked)
+        sizes = np.cumsum([leaves[i][0].size for i in idx])[:-1]
+        for i, part in zip(idx, jnp.split(d, sizes)):
+            out[i] = part.reshape(leaves[i].shape[1:])
+    return loss, terms, jax.tree_util.tree_unflatten(treedef, out)
 
 
 # one jitted step per call, not a lax.scan over a chunk: XLA:CPU runs convolutions inside a while loop about
@@ -574,7 +596,7 @@ def _train_step(state, data, setup: _StepSetup):
         return diffusion_loss(m, x0, kl, setup.physics, setup.physics_weight, setup.inequality_weight, setup.min_snr,
                               setup.snr_floor, setup.low_noise_mix)  # fmt: skip
 
-    loss, terms, g = _update_direction(loss_fn, p, setup.combine)
+    loss, terms, g = _update_direction(loss_fn, p, setup.combine, setup.backbones)
     upd, s = setup.optimizer().update(g, s, p)
     p = optax.apply_updates(p, upd)
     if setup.ema_decay > 0:
@@ -633,9 +655,10 @@ def train_diffusion(
     leaves, treedef = jax.tree_util.tree_flatten(static)
     c = config
     groups = _backbone_groups(params) if c.clip_per_backbone else None
+    backbones = _backbone_groups(params) if c.combine == "config_per_backbone" else None
     setup = _StepSetup(treedef, tuple(leaves), physics, c.batch_size, c.physics_weight, c.inequality_weight,
                        c.min_snr, c.snr_floor, c.low_noise_mix, c.ema_decay, c.ema_warmup, c.grad_clip,
-                       groups, c.combine, c.learning_rate, c.warmup, c.decay_steps or c.steps,
+                       groups, c.combine, backbones, c.learning_rate, c.warmup, c.decay_steps or c.steps,
                        batch_sharding)  # fmt: skip
 
     def run_chunk(state, n):

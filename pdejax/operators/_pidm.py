@@ -171,7 +171,8 @@ def pidm_settings(dataset: str = "darcy", **overrides) -> dict[str, Any]:
     ``clip_per_backbone`` (clip each channel's backbone's gradient norm on its own, see :class:`DiffusionConfig`;
     the default, so the permeability's network trains as without the physics term),
     ``combine`` (``'sum'``: the total loss's gradient; ``'config'``: the ConFIG direction of the data and
-    physics gradients, see :class:`DiffusionConfig`; the baseline, with one term, always sums),
+    physics gradients; ``'config_per_backbone'``: that direction within each channel's backbone, see
+    :class:`DiffusionConfig`; the baseline, with one term, always sums),
     ``devices``, ``seed``,
     ``data`` (a dataset file instead of generating).
     """

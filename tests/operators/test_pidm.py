@@ -318,6 +318,52 @@ def test_config_combination_follows_neither_term_against_the_other():
         O.DiffusionConfig(combine="pcgrad", physics_weight=1.0)
 
 
+def test_config_per_backbone_leaves_the_network_the_physics_does_not_reach_to_its_data_gradient():
+    # combine='config_per_backbone': ConFIG within each channel's backbone. The permeability's network gets no
+    # physics gradient (the residual trains through the pressure), so its direction is its data gradient
+    # itself; with one global ConFIG the physics term also sets that network's step
+    from pdejax.operators._diffusion import _backbone_groups, _update_direction
+    from pdejax.pinns import config_direction
+
+    s = O.cosine_schedule(10)
+    nets = [_Mix(2, 1, k) for k in jax.random.split(jax.random.PRNGKey(5))]
+    x0 = jnp.asarray(np.random.default_rng(6).normal(size=(3, 2, 8, 8)))
+    model = O.build_diffusion(O.ChannelSplit(nets, 2), s, np.asarray(x0))
+    phys = O.FieldPhysics(lambda x: x[0] * x[1] - 1.0, through=(1,))
+    p, static = eqx.partition(model, eqx.is_inexact_array)
+
+    def loss_fn(p):
+        return O.diffusion_loss(eqx.combine(p, static), x0, jax.random.PRNGKey(7), phys, 10.0, 0.0)
+
+    def flat(tree):
+        return np.asarray(jax.flatten_util.ravel_pytree(tree)[0])
+
+    g_data, g_phys = (jax.grad(lambda p, i=i: loss_fn(p)[1][i])(p).net.nets for i in (0, 1))
+    groups = _backbone_groups(p)
+    _, _, g = _update_direction(loss_fn, p, "config_per_backbone", groups)
+    np.testing.assert_allclose(flat(g.net.nets[0]), flat(g_data[0]), rtol=1e-10)
+    expect = config_direction(jnp.stack([flat(g_data[1]), flat(g_phys[1])]))
+    np.testing.assert_allclose(flat(g.net.nets[1]), expect, rtol=1e-10, atol=1e-14)
+    _, _, g_global = _update_direction(loss_fn, p, "config")
+    k_global, k_data = flat(g_global.net.nets[0]), flat(g_data[0])
+    assert np.linalg.norm(k_global - k_data) > 0.01 * np.linalg.norm(k_data)
+    # one group: the same as the global ConFIG
+    np.testing.assert_allclose(flat(_update_direction(loss_fn, p, "config_per_backbone")[2]), flat(g_global),
+                               rtol=1e-12)  # fmt: skip
+
+    # trained (jitted, clipped per backbone, Adam): the permeability's network ends as the no-physics twin's
+    def trained(weight, combine):
+        cfg = O.DiffusionConfig(steps=20, batch_size=3, chunk=10, warmup=1, learning_rate=1e-2,
+                                physics_weight=weight, combine=combine, clip_per_backbone=True)  # fmt: skip
+        return O.train_diffusion(model, np.asarray(x0), cfg, physics=phys, progress=False).model.net.nets
+
+    pidm, twin = trained(10.0, "config_per_backbone"), trained(0.0, "sum")
+    np.testing.assert_allclose(flat(pidm[0]), flat(twin[0]), rtol=1e-9, atol=1e-12)
+    assert np.linalg.norm(flat(pidm[1]) - flat(twin[1])) > 1e-3 * np.linalg.norm(flat(twin[1]))
+    with pytest.raises(ValueError, match="combine='config_per_backbone' needs two loss terms"):
+        O.DiffusionConfig(combine="config_per_backbone")
+
+
 def test_low_noise_mix_draws_steps_by_the_residual_weight_and_keeps_the_loss_unbiased():
     # a denoiser whose estimate ignores x_t makes every term a known function of the step alone, so the
     # estimator's mean and spread under the step distribution q are exact sums over t
