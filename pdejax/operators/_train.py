@@ -16,6 +16,7 @@ import optax
 from jaxtyping import Array, Float
 
 from .._io import CHECKPOINT_NAME, load_checkpoint, save_checkpoint
+from .._precision import full_precision
 from .._sharding import data_mesh
 from ._data import OperatorDataset
 
@@ -148,6 +149,7 @@ def _rel_l2(pred, true):
     return jnp.sqrt(jnp.sum((pred - true) ** 2, axes)) / jnp.sqrt(jnp.sum(true**2, axes))
 
 
+@full_precision
 def predict_batched(model, inputs: np.ndarray, coords: np.ndarray, batch: int = 50) -> np.ndarray:
     """``model`` applied to every input (``(n, c_in, *grid)``), in jitted vmapped batches; ``(n, c_out, *grid)``."""
     f = eqx.filter_jit(apply_batch)
@@ -162,6 +164,7 @@ def relative_l2_per_sample(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     return np.asarray(_rel_l2(np.asarray(pred, np.float64), np.asarray(true, np.float64)))
 
 
+@full_precision
 def train_operator(
     model: Any,
     train: OperatorDataset,

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from .._precision import full_precision
 from ..problems import Problem
 from ._models import MODELS
 from ._taylor import rows_of, stacked
@@ -242,6 +243,7 @@ def _eval_batch(field, points):
     return jax.vmap(field)(points)
 
 
+@full_precision
 def predict(field: Callable, points: Float[Array, "n d"], batch: int = 8192) -> Float[np.ndarray, "n ..."]:
     """Evaluate ``field`` at many points in jitted batches; returns a NumPy array ``(n,)`` or ``(n, c)``.
 

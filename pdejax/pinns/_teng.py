@@ -16,6 +16,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jaxtyping import PRNGKeyArray
 
+from .._precision import full_precision
 from ..problems import Problem
 from ..problems._derivatives import prefetch
 from ._field import Field
@@ -132,6 +133,7 @@ class TengResult:
     params: int
 
 
+@full_precision
 def teng(
     problem: Problem,
     config: TengConfig = TengConfig(),

@@ -18,6 +18,7 @@ import optax
 from jaxtyping import Array, Float, PyTree
 
 from .._io import CHECKPOINT_NAME, load_checkpoint, read_checkpoint_meta, save_checkpoint
+from .._precision import full_precision
 from .._sharding import constrain_leading, constrain_replicated, data_mesh, place_leading, place_replicated
 from ..problems import SAMPLING_METHODS, Problem, sample
 from ._field import predict, ready
@@ -205,12 +206,14 @@ class Trainer:
                 f"optimizer {self.first.name!r} balances several loss terms, but this problem has only "
                 f"{list(problem.terms)}; keep more terms (e.g. constraints='soft') or use a plain optimizer"
             )
-        self._first_chunk = jax.jit(
+        # traced with full-precision float32 products unless the user chose a precision (TF32 on GPUs costs
+        # PINNs digits: see pdejax._precision)
+        self._first_chunk = full_precision(jax.jit(
             _adam_scan(losses, self.weights, self.first, draw, config, problem, static, self.mesh), static_argnums=1
-        )
-        self._lbfgs_chunk = jax.jit(
+        ))  # fmt: skip
+        self._lbfgs_chunk = full_precision(jax.jit(
             _lbfgs_scan(losses, self.weights, self.lbfgs, draw, config, self.mesh), static_argnums=1
-        )
+        ))  # fmt: skip
 
     @property
     def total_steps(self) -> int:
