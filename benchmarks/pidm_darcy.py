@@ -55,6 +55,12 @@ def main():
     p.add_argument("--combine", default=None, choices=("sum", "config", "config_per_backbone"),
                    help="PIDM's update: the summed gradient or ConFIG of the data and physics gradients")  # fmt: skip
     p.add_argument("--no-baseline", action="store_true", help="train the PIDM model only (no physics-free twin)")
+    p.add_argument(
+        "--sample-variance",
+        default=None,
+        choices=("posterior", "data"),
+        help="ddpm's reverse noise (data: with the posterior covariance from the training fields)",
+    )
     p.add_argument("--data", default=None, help="a dataset file (pdejax data darcy) instead of generating the pairs")
     a = p.parse_args()
     settings = O.pidm_settings(
@@ -65,6 +71,7 @@ def main():
         snr_floor=a.snr_floor,
         low_noise_mix=a.low_noise_mix,
         prediction=a.prediction, clip_per_backbone=a.clip_per_backbone, combine=a.combine, data=a.data,
+        sample_variance=a.sample_variance,
     )  # fmt: skip
     t0 = time.perf_counter()
     sol = O.solve_pidm("darcy", settings, out_dir=a.out, resume=a.resume, progress=a.progress)

@@ -15,7 +15,7 @@ OPERATOR_METHODS = ("fno", "deeponet", "multionet", "pidm")
 PINN_SAMPLERS = ("uniform", "sobol", "lhs")
 DIFFUSION_SAMPLERS = ("ddpm", "ddim")
 _PIDM_FLAGS = ("samples", "backbone", "schedule", "diffusion_steps", "prediction", "sample_steps", "no_baseline",
-               "split_channels", "snr_floor", "low_noise_mix", "combine")  # fmt: skip
+               "split_channels", "snr_floor", "low_noise_mix", "combine", "sample_variance")  # fmt: skip
 # = pdejax.operators.DATASETS, named here to parse without jax
 OPERATOR_DATASETS = ("burgers1d", "darcy", "darcy_lognormal", "diffusion_sorption_operator", "navier_stokes_operator")
 # = pdejax.operators.PIHC_METHODS: physics-only operators of _PIHC_DATASETS (PI-HC's own settings)
@@ -201,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prediction", choices=("x0", "eps", "v"), default=None,
                    help="the network predicts x0, the noise or v (sqrt(abar) eps - sqrt(1-abar) x0)")  # fmt: skip
     g.add_argument("--sample-steps", type=_positive_int, default=None, help="ddim: sampling steps")
+    g.add_argument("--sample-variance", choices=("posterior", "data"), default=None,
+                   help="ddpm's reverse noise: posterior (default; betatilde, as Ho et al.) or data (adds the "
+                        "posterior covariance estimated from the denoiser's errors on training fields)")  # fmt: skip
     g.add_argument("--no-baseline", action="store_true", default=None,
                    help="skip the same model trained without the physics term")  # fmt: skip
     g.add_argument("--split-channels", choices=tuple(_SPLIT_CHANNELS), default=None,
@@ -1157,7 +1160,8 @@ _PIDM_SETTINGS = {"n_train": "n_train", "resolution": "resolution", "steps": "st
                   "physics": "physics_weight", "samples": "samples", "sampler": "sampler",
                   "sample_steps": "sample_steps", "devices": "devices", "seed": "seed", "data": "data",
                   "snr_floor": "snr_floor",
-                  "low_noise_mix": "low_noise_mix", "combine": "combine"}  # fmt: skip
+                  "low_noise_mix": "low_noise_mix", "combine": "combine",
+                  "sample_variance": "sample_variance"}  # fmt: skip
 
 
 def _resumed_pidm_settings(saved: dict, steps: int | None) -> dict:
@@ -1165,7 +1169,8 @@ def _resumed_pidm_settings(saved: dict, steps: int | None) -> dict:
     settings added after it was written set to the behaviour it had, and ``steps`` (when given) as the
     new budget."""
     settings = {"normalise": "channel", "ema_warmup": False, "split_channels": False, "snr_floor": 0.0,
-                "low_noise_mix": 0.0, "clip_per_backbone": False, "combine": "sum", **saved}  # fmt: skip
+                "low_noise_mix": 0.0, "clip_per_backbone": False, "combine": "sum",
+                "sample_variance": "posterior", **saved}  # fmt: skip
     if steps is not None:
         settings["steps"] = steps
     return settings

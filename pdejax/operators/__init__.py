@@ -23,6 +23,7 @@ from ._diffusion import (
     PREDICTIONS,
     SAMPLERS,
     SCHEDULES,
+    VARIANCES,
     DiffusionConfig,
     DiffusionModel,
     DiffusionResult,
@@ -98,6 +99,7 @@ from ._unet import ChannelSplit, FNOBackbone, UNet, timestep_embedding
 __all__ = [
     "PREDICTIONS",
     "SAMPLERS",
+    "VARIANCES",
     "SCHEDULES",
     "DiffusionConfig",
     "DiffusionModel",

@@ -730,6 +730,7 @@ def train_diffusion(
 # ---------------------------------------------------------------------------------------------- sampling
 
 SAMPLERS = ("ddpm", "ddim")
+VARIANCES = ("posterior", "data")  # the DDPM reverse step's noise, see sample()
 
 
 def sample(
@@ -742,19 +743,49 @@ def sample(
     eta: float = 0.0,
     batch: int = 64,
     devices: int | None = None,
+    variance: str = "posterior",
+    fields: np.ndarray | None = None,
+    cov_samples: int = 64,
 ) -> np.ndarray:
     """Draw ``n`` fields from the model, in physical units; ``(n, *field_shape)``.
 
-    ``'ddpm'``: ancestral sampling through all ``T`` steps, ``x_{t-1} = mean(x0_hat, x_t) + sqrt(betatilde_t) z``
-    (Ho et al. 2020); the last step returns ``x0_hat`` without noise. ``'ddim'``: ``steps`` evenly spaced
+    ``'ddpm'``: ancestral sampling through all ``T`` steps, ``x_{t-1} = mean(x0_hat, x_t) + noise`` (Ho et al.
+    2020); the last step returns ``x0_hat`` without noise. ``'ddim'``: ``steps`` evenly spaced
     steps of the DDIM update (Song, Meng, Ermon, ICLR 2021), deterministic for ``eta = 0``, DDPM-like for
     ``eta = 1``. One jitted call per step, in batches of ``batch``. ``devices``: split each batch over this
     many devices (``jax.sharding``; the network replicated); the same draws as on one device.
+
+    ``variance`` (DDPM): the reverse step's noise. ``'posterior'``: ``sqrt(betatilde_t) z``, the variance of
+    ``q(x_{t-1} | x_t, x0)`` as if ``x0_hat`` were exact. The true reverse kernel's covariance is
+    ``betatilde_t I + c_t^2 Cov[x0 | x_t]`` (``c_t``: the posterior mean's coefficient of ``x0``); dropping the
+    second term under-disperses the directions of large data variance, where ``x0`` is still uncertain while
+    the steps are coarse: for the Darcy log-permeability on 64x64 (64 modes of variance up to ~330 in
+    channel-standardised units), ``T = 100`` cosine steps give its std 6.5% low even with the exact denoiser.
+    ``'data'`` adds it: ``Cov[x0 | x_t]`` averaged over the data (exact for Gaussian data, whose posterior
+    covariance does not depend on ``x_t``) is estimated at every step from the model's own errors
+    ``e_i = x0_i - x0_hat(x_t,i)`` on ``cov_samples`` of the training ``fields`` (physical units, ``(m,
+    *field_shape)``) noised to that step, and the step adds ``c_t / sqrt(cov_samples) sum_i w_i e_i`` with
+    ``w ~ N(0, I)``: an unbiased draw of that covariance, at the cost of ``cov_samples`` more network
+    evaluations per step. It is the full-covariance form of the optimal reverse variance of Analytic-DPM
+    (Bao, Li, Zhu, Zhang, ICLR 2022), whose isotropic average barely helps here (most directions of these
+    fields carry no variance).
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
     if n < 1 or batch < 1:
         raise ValueError(f"need n >= 1 and batch >= 1, got {n}, {batch}")
+    if variance not in VARIANCES:
+        raise ValueError(f"unknown variance {variance!r}; choose one of {VARIANCES}")
+    data = None
+    if variance == "data":
+        if sampler != "ddpm":
+            raise ValueError("variance='data' is a DDPM reverse step's noise; DDIM sets its own with eta")
+        if fields is None:
+            raise ValueError("variance='data' estimates the posterior covariance from training fields: pass fields")
+        model.check(np.asarray(fields))
+        if cov_samples < 2:
+            raise ValueError(f"cov_samples must be >= 2, got {cov_samples}")
+        data = model.normalise(jnp.asarray(fields, jnp.zeros(()).dtype))
     T = model.schedule.steps
     if sampler == "ddim":
         steps = min(T, 50) if steps is None else steps
@@ -769,6 +800,8 @@ def sample(
     mesh = data_mesh(devices, "batch")
     arrays, rest = eqx.partition(model, eqx.is_array)
     model = eqx.combine(place_replicated(arrays, mesh), rest)
+    if data is not None:
+        data = place_replicated(data, mesh)
     dtype = jnp.zeros(()).dtype
     out, keys = [], jax.random.split(key, -(-n // batch))
     for i, k in enumerate(keys):
@@ -778,21 +811,31 @@ def sample(
         # a Python loop over jitted steps, not lax.scan: see _train_step (convolutions in loops on XLA:CPU)
         for t, tp in zip(seq[::-1], prev[::-1]):
             k, kz = jax.random.split(k)
-            x = _reverse_step(model, x, kz, jnp.asarray(t), jnp.asarray(tp), sampler, eta)
+            x = _reverse_step(model, x, kz, jnp.asarray(t), jnp.asarray(tp), sampler, eta, data, cov_samples)
         out.append(np.asarray(model.denormalise(x)))
     return np.concatenate(out)
 
 
 @eqx.filter_jit
-def _reverse_step(model: DiffusionModel, x, key, t, tp, sampler: str, eta: float):
-    """One reverse step from step ``t`` to step ``tp`` (``tp < 0``: the end, which returns ``x0_hat``)."""
+def _reverse_step(model: DiffusionModel, x, key, t, tp, sampler: str, eta: float, data=None, cov_samples: int = 0):
+    """One reverse step from step ``t`` to step ``tp`` (``tp < 0``: the end, which returns ``x0_hat``);
+    ``data`` (normalised training fields): add the data-averaged posterior covariance (see :func:`sample`)."""
     tab = model.schedule.tables(x.dtype)
+    if data is not None:
+        key, k_pick, k_noise, k_mix = jax.random.split(key, 4)
     z = jax.random.normal(key, x.shape, x.dtype)
     x0, eps = model.denoise(x, jnp.full((x.shape[0],), t))
     last = tp < 0
     if sampler == "ddpm":
         mean = tab["coef_x0"][t] * x0 + tab["coef_xt"][t] * x
         x_new = mean + jnp.sqrt(tab["var"][t]) * z
+        if data is not None:
+            x0_d = data[jax.random.randint(k_pick, (cov_samples,), 0, data.shape[0])]
+            tt = jnp.full((cov_samples,), t)
+            xt_d = q_sample(model.schedule, x0_d, tt, jax.random.normal(k_noise, x0_d.shape, x.dtype))
+            err = x0_d - model.denoise(xt_d, tt)[0]
+            w = jax.random.normal(k_mix, (x.shape[0], cov_samples), x.dtype)
+            x_new = x_new + tab["coef_x0"][t] / jnp.sqrt(cov_samples) * jnp.tensordot(w, err, axes=1)
     else:
         ab_t = tab["abar"][t]
         ab_p = jnp.where(last, 1.0, tab["abar"][jnp.maximum(tp, 0)])

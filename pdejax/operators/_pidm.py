@@ -19,6 +19,7 @@ from ._diffusion import (
     PREDICTIONS,
     SAMPLERS,
     SCHEDULES,
+    VARIANCES,
     DiffusionConfig,
     DiffusionResult,
     FieldPhysics,
@@ -123,6 +124,7 @@ PIDM_DEFAULTS: dict[str, Any] = dict(
     samples=64,
     sampler="ddpm",
     sample_steps=None,
+    sample_variance="posterior",
     baseline=True,
     log_permeability=True,
     physics_through="pressure",
@@ -147,9 +149,11 @@ def pidm_settings(dataset: str = "darcy", **overrides) -> dict[str, Any]:
     ``batch_size``, ``learning_rate``, ``width``/``depth`` (U-Net base channels and levels; FNO width and
     layers), ``modes`` (FNO), ``backbone`` (unet, fno), ``diffusion_steps`` ``T``, ``schedule`` (cosine, linear),
     ``prediction`` (x0, eps), ``physics_weight`` (``c`` of the residual likelihood), ``samples`` to draw,
-    ``sampler`` (ddpm, ddim), ``sample_steps`` (ddim), ``baseline`` (also train the same model without the
-    physics term), ``log_permeability`` (generate ``log K``; log-normal data only), ``physics_through``
-    (``'pressure'``: the residual's gradient trains the pressure channel only; ``'all'``), ``precondition``
+    ``sampler`` (ddpm, ddim), ``sample_steps`` (ddim), ``sample_variance`` (ddpm's reverse noise,
+    ``'posterior'`` or ``'data'``: with the data-averaged posterior covariance, see :func:`sample`),
+    ``baseline`` (also train the same model without the physics term), ``log_permeability`` (generate
+    ``log K``; log-normal data only), ``physics_through`` (``'pressure'``: the residual's gradient trains the
+    pressure channel only; ``'all'``), ``precondition``
     (train on the inverse-Laplacian-preconditioned residual, see :func:`darcy_lognormal_physics`),
     ``normalise`` (``'channel'``: diffuse per-channel standardised fields; ``'none'``: physical units, as the
     authors' code, see :func:`build_diffusion`), ``ema_warmup`` (see :class:`DiffusionConfig`),
@@ -196,6 +200,7 @@ def pidm_settings(dataset: str = "darcy", **overrides) -> dict[str, Any]:
         raise ValueError(f"a {s['depth']}-level U-Net needs a resolution divisible by {m}, got {s['resolution']}")
     for k, allowed in (("backbone", BACKBONES), ("schedule", tuple(SCHEDULES)), ("prediction", PREDICTIONS),
                        ("sampler", SAMPLERS), ("physics_through", ("pressure", "all")),
+                       ("sample_variance", VARIANCES),
                        ("normalise", NORMALISATIONS)):  # fmt: skip
         if s[k] not in allowed:
             raise ValueError(f"{k} must be one of {allowed}, got {s[k]!r}")
@@ -208,6 +213,8 @@ def pidm_settings(dataset: str = "darcy", **overrides) -> dict[str, Any]:
     check_combine(s["combine"])
     if float(s["physics_weight"]) < 0 or float(s["learning_rate"]) <= 0:
         raise ValueError("physics_weight must be >= 0 and learning_rate > 0")
+    if s["sample_variance"] == "data" and s["sampler"] != "ddpm":
+        raise ValueError("sample_variance='data' is DDPM's reverse noise; use sampler='ddpm'")
     if s["sample_steps"] is not None and not 1 <= int(s["sample_steps"]) <= int(s["diffusion_steps"]):
         raise ValueError(f"sample_steps must be in [1, diffusion_steps={s['diffusion_steps']}]")
     return s
@@ -333,6 +340,8 @@ def solve_pidm(
             sampler=settings["sampler"],
             steps=settings["sample_steps"],
             devices=settings["devices"],
+            variance=settings["sample_variance"],
+            fields=train_fields,
         )
         if log_k:
             samples[variant][:, 0] = np.exp(samples[variant][:, 0])

@@ -188,6 +188,65 @@ def test_samplers_with_the_exact_denoiser_reproduce_gaussian_data(sampler, steps
     assert abs(x.std() - 0.5) < 0.03, x.std()
 
 
+class _CorrelatedOracle(eqx.Module):
+    """The exact denoiser for Gaussian data ``x0 = V diag(sqrt(lam)) z`` on a (1, n) field: per eigen-direction
+    ``E[x0 | x_t] = sqrt(abar) lam / (abar lam + 1 - abar) x_t``."""
+
+    alpha_bar: jax.Array
+    basis: jax.Array
+    lam: jax.Array
+
+    def __call__(self, x, t):
+        ab = self.alpha_bar[t.astype(int)]
+        gain = jnp.sqrt(ab) * self.lam / (ab * self.lam + 1 - ab)
+        return (self.basis @ (gain * (self.basis.T @ x[0])))[None]
+
+
+def _posterior_sampler_spread(alpha_bar, lam):
+    """Std of the DDPM samples over the data's std per eigen-direction, with the exact denoiser and the reverse
+    variance betatilde (the linear recursion of the variance through the T steps, in NumPy)."""
+    ab = np.asarray(alpha_bar)
+    prev = np.concatenate([[1.0], ab[:-1]])
+    beta = 1 - ab / prev
+    var = beta * (1 - prev) / (1 - ab)
+    c0, ct = beta * np.sqrt(prev) / (1 - ab), (1 - prev) * np.sqrt(1 - beta) / (1 - ab)
+    v = np.ones_like(lam)
+    for t in range(len(ab) - 1, 0, -1):
+        gain = np.sqrt(ab[t]) * lam / (ab[t] * lam + 1 - ab[t])
+        v = (c0[t] * gain + ct[t]) ** 2 * v + var[t]
+    gain = np.sqrt(ab[0]) * lam / (ab[0] * lam + 1 - ab[0])
+    return np.sqrt(gain**2 * v / lam)
+
+
+def test_data_variance_restores_the_spread_the_posterior_variance_loses():
+    s = O.cosine_schedule(100)
+    lam = np.array([300.0, 60.0, 10.0, 1.0, 0.1, 0.01, 1e-3, 1e-4])  # like smooth fields: a few large modes
+    basis, _ = np.linalg.qr(np.asarray(jax.random.normal(jax.random.PRNGKey(3), (8, 8))))
+    oracle = _CorrelatedOracle(jnp.asarray(s.alpha_bar), jnp.asarray(basis), jnp.asarray(lam))
+    model = O.DiffusionModel(oracle, s, (1, 8), "x0", (0.0,), (1.0,))
+    data = (np.asarray(jax.random.normal(jax.random.PRNGKey(4), (4096, 8))) * np.sqrt(lam)) @ basis.T
+
+    def spread(x):  # sample std over the data's, per eigen-direction
+        return np.std(x[:, 0] @ basis, axis=0) / np.sqrt(lam)
+
+    expected = _posterior_sampler_spread(s.alpha_bar, lam)
+    assert expected[0] < 0.92  # T = 100 steps lose ~10% of the largest mode's spread even with this denoiser
+    post = spread(O.sample(model, jax.random.PRNGKey(0), 8000, batch=8000))
+    data_var = spread(O.sample(model, jax.random.PRNGKey(0), 8000, batch=8000, variance="data", fields=data[:, None]))
+    # 8000 draws: each std ratio is within ~0.8% (one sigma) of its expectation; 3% is ~4 sigma
+    np.testing.assert_allclose(post[:4], expected[:4], atol=0.03)
+    np.testing.assert_allclose(data_var[:3], 1.0, atol=0.03)
+    assert data_var[0] - post[0] > 0.05
+    with pytest.raises(ValueError, match="pass fields"):
+        O.sample(model, jax.random.PRNGKey(0), 4, variance="data")
+    with pytest.raises(ValueError, match="DDIM sets its own"):
+        O.sample(model, jax.random.PRNGKey(0), 4, sampler="ddim", variance="data", fields=data[:, None])
+    with pytest.raises(ValueError, match="unknown variance"):
+        O.sample(model, jax.random.PRNGKey(0), 4, variance="beta")
+    with pytest.raises(ValueError, match="do not match"):
+        O.sample(model, jax.random.PRNGKey(0), 4, variance="data", fields=data[:, None, :4])
+
+
 # ---------------------------------------------------------------------------------------------- loss
 
 
@@ -622,6 +681,11 @@ def test_cli_pidm_writes_metrics_and_pictures_and_resumes(tmp_path, capsys):
         (["solve", "darcy", "--method", "pidm", "--low-noise-mix", "1"], "low_noise_mix must be in [0, 1)"),
         (["solve", "heat", "--combine", "config"], "--combine: options of --method pidm"),
         (["solve", "darcy", "--method", "pidm", "--combine", "mean"], "invalid choice: 'mean'"),
+        (["solve", "heat", "--sample-variance", "data"], "--sample-variance: options of --method pidm"),
+        (
+            ["solve", "darcy", "--method", "pidm", "--sampler", "ddim", "--sample-variance", "data"],
+            "sample_variance='data' is DDPM's",
+        ),
     ],
 )
 def test_cli_pidm_bad_input(argv, message, capsys, tmp_path):
@@ -650,6 +714,14 @@ def test_cli_combine_flag_maps_to_the_setting(flags, combine):
 
     args = build_parser().parse_args(["solve", "darcy", "--method", "pidm", *flags])
     assert O.pidm_settings("darcy", **_pidm_overrides(args))["combine"] == combine
+
+
+@pytest.mark.parametrize("flags,variance", [([], "posterior"), (["--sample-variance", "data"], "data")])
+def test_cli_sample_variance_flag_maps_to_the_setting(flags, variance):
+    from pdejax.cli import _pidm_overrides, build_parser
+
+    args = build_parser().parse_args(["solve", "darcy", "--method", "pidm", *flags])
+    assert O.pidm_settings("darcy", **_pidm_overrides(args))["sample_variance"] == variance
 
 
 def test_normalise_none_diffuses_fields_in_their_own_units():
