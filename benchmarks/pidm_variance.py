@@ -20,22 +20,6 @@ import time
 import numpy as np
 
 
-def exact_denoiser_spread(alpha_bar: np.ndarray, lam: np.ndarray) -> np.ndarray:
-    """Std of DDPM samples (posterior variance) over the data's, per eigen-direction of variance ``lam`` of
-    Gaussian data (standardised units), when the denoiser is the exact posterior mean."""
-    ab = np.asarray(alpha_bar, np.float64)
-    prev = np.concatenate([[1.0], ab[:-1]])
-    beta = 1 - ab / prev
-    var = beta * (1 - prev) / (1 - ab)
-    c0, ct = beta * np.sqrt(prev) / (1 - ab), (1 - prev) * np.sqrt(1 - beta) / (1 - ab)
-    v = np.ones_like(lam)
-    for t in range(len(ab) - 1, 0, -1):
-        gain = np.sqrt(ab[t]) * lam / (ab[t] * lam + 1 - ab[t])
-        v = (c0[t] * gain + ct[t]) ** 2 * v + var[t]
-    gain = np.sqrt(ab[0]) * lam / (ab[0] * lam + 1 - ab[0])
-    return np.sqrt(gain**2 * v / lam)
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--resolution", type=int, default=64)
@@ -70,7 +54,7 @@ def main():
     z = (logk.reshape(len(logk), -1).astype(np.float64) - logk.mean()) / logk.std()
     lam = np.linalg.svd(z - z.mean(0), compute_uv=False) ** 2 / (len(z) - 1)
     lam = lam[lam > 1e-9 * lam[0]]
-    spread = exact_denoiser_spread(np.asarray(schedule.alpha_bar), lam)
+    spread = O.posterior_sampler_spread(schedule, lam)
     exact_logstd = float(np.sqrt(np.sum(spread**2 * lam) / np.sum(lam)))
 
     K = np.exp(logk.astype(np.float64))
