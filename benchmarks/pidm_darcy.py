@@ -57,9 +57,10 @@ def main():
     p.add_argument("--no-baseline", action="store_true", help="train the PIDM model only (no physics-free twin)")
     p.add_argument(
         "--sample-variance",
-        default=None,
+        default="posterior",
         choices=("posterior", "data"),
-        help="ddpm's reverse noise (data: with the posterior covariance from the training fields)",
+        help="ddpm's reverse noise (data, the library's default: with the posterior covariance from the training "
+        "fields; posterior here, so the README's recorded commands reproduce)",
     )
     p.add_argument("--data", default=None, help="a dataset file (pdejax data darcy) instead of generating the pairs")
     a = p.parse_args()

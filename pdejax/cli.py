@@ -202,8 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the network predicts x0, the noise or v (sqrt(abar) eps - sqrt(1-abar) x0)")  # fmt: skip
     g.add_argument("--sample-steps", type=_positive_int, default=None, help="ddim: sampling steps")
     g.add_argument("--sample-variance", choices=("posterior", "data"), default=None,
-                   help="ddpm's reverse noise: posterior (default; betatilde, as Ho et al.) or data (adds the "
-                        "posterior covariance estimated from the denoiser's errors on training fields)")  # fmt: skip
+                   help="ddpm's reverse noise: data (default: betatilde plus the posterior covariance "
+                        "estimated from the denoiser's errors on training fields) or posterior (betatilde, as "
+                        "Ho et al.)")  # fmt: skip
     g.add_argument("--no-baseline", action="store_true", default=None,
                    help="skip the same model trained without the physics term")  # fmt: skip
     g.add_argument("--split-channels", choices=tuple(_SPLIT_CHANNELS), default=None,

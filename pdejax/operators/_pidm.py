@@ -124,7 +124,7 @@ PIDM_DEFAULTS: dict[str, Any] = dict(
     samples=64,
     sampler="ddpm",
     sample_steps=None,
-    sample_variance="posterior",
+    sample_variance=None,  # 'data' for ddpm (K's std within a few % where 'posterior' left it ~11% low)
     baseline=True,
     log_permeability=True,
     physics_through="pressure",
@@ -150,7 +150,9 @@ def pidm_settings(dataset: str = "darcy", **overrides) -> dict[str, Any]:
     layers), ``modes`` (FNO), ``backbone`` (unet, fno), ``diffusion_steps`` ``T``, ``schedule`` (cosine, linear),
     ``prediction`` (x0, eps), ``physics_weight`` (``c`` of the residual likelihood), ``samples`` to draw,
     ``sampler`` (ddpm, ddim), ``sample_steps`` (ddim), ``sample_variance`` (ddpm's reverse noise,
-    ``'posterior'`` or ``'data'``: with the data-averaged posterior covariance, see :func:`sample`),
+    ``'posterior'`` or ``'data'``, the default with ddpm: with the data-averaged posterior covariance, see
+    :func:`sample`; at 32x32 and 6000 steps K's std 1.1% low instead of 12.5%, the residual ratio 7.7x
+    instead of 8.0x),
     ``baseline`` (also train the same model without the physics term), ``log_permeability`` (generate
     ``log K``; log-normal data only), ``physics_through`` (``'pressure'``: the residual's gradient trains the
     pressure channel only; ``'all'``), ``precondition``
@@ -200,7 +202,7 @@ def pidm_settings(dataset: str = "darcy", **overrides) -> dict[str, Any]:
         raise ValueError(f"a {s['depth']}-level U-Net needs a resolution divisible by {m}, got {s['resolution']}")
     for k, allowed in (("backbone", BACKBONES), ("schedule", tuple(SCHEDULES)), ("prediction", PREDICTIONS),
                        ("sampler", SAMPLERS), ("physics_through", ("pressure", "all")),
-                       ("sample_variance", VARIANCES),
+                       ("sample_variance", (None, *VARIANCES)),
                        ("normalise", NORMALISATIONS)):  # fmt: skip
         if s[k] not in allowed:
             raise ValueError(f"{k} must be one of {allowed}, got {s[k]!r}")
@@ -213,6 +215,8 @@ def pidm_settings(dataset: str = "darcy", **overrides) -> dict[str, Any]:
     check_combine(s["combine"])
     if float(s["physics_weight"]) < 0 or float(s["learning_rate"]) <= 0:
         raise ValueError("physics_weight must be >= 0 and learning_rate > 0")
+    if s["sample_variance"] is None:
+        s["sample_variance"] = "data" if s["sampler"] == "ddpm" else "posterior"
     if s["sample_variance"] == "data" and s["sampler"] != "ddpm":
         raise ValueError("sample_variance='data' is DDPM's reverse noise; use sampler='ddpm'")
     if s["sample_steps"] is not None and not 1 <= int(s["sample_steps"]) <= int(s["diffusion_steps"]):

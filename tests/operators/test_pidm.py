@@ -646,6 +646,7 @@ def test_cli_pidm_writes_metrics_and_pictures_and_resumes(tmp_path, capsys):
     assert "darcy pidm: mean |residual|" in capsys.readouterr().out
     settings = json.loads((out / "run.json").read_text())["settings"]
     assert settings["split_channels"] == "ordered" and settings["clip_per_backbone"] is True  # the defaults
+    assert settings["sample_variance"] == "data"
     assert main(["solve", "darcy", "--resume", str(out), "--steps", "8", "--no-progress"]) == 0
     assert json.loads((out / "metrics.json").read_text())["steps"] == 8
     # a run.json written before the normalise / ema_warmup / split_channels / snr_floor / low_noise_mix settings
@@ -654,7 +655,8 @@ def test_cli_pidm_writes_metrics_and_pictures_and_resumes(tmp_path, capsys):
 
     saved = json.loads((out / "run.json").read_text())["settings"]
     before = {"normalise": "channel", "ema_warmup": False, "split_channels": False, "snr_floor": 0.0,
-              "low_noise_mix": 0.0, "clip_per_backbone": False, "combine": "sum"}  # fmt: skip
+              "low_noise_mix": 0.0, "clip_per_backbone": False, "combine": "sum",
+              "sample_variance": "posterior"}  # fmt: skip
     old = {k: v for k, v in saved.items() if k not in before}
     assert _resumed_pidm_settings(old, 12) == {**saved, "steps": 12, **before}
     assert _resumed_pidm_settings(saved, None) == saved  # a current run.json resumes as written
@@ -712,7 +714,10 @@ def test_cli_combine_flag_maps_to_the_setting(flags, combine):
     assert O.pidm_settings("darcy", **_pidm_overrides(args))["combine"] == combine
 
 
-@pytest.mark.parametrize("flags,variance", [([], "posterior"), (["--sample-variance", "data"], "data")])
+@pytest.mark.parametrize(
+    "flags,variance",
+    [([], "data"), (["--sample-variance", "posterior"], "posterior"), (["--sampler", "ddim"], "posterior")],
+)
 def test_cli_sample_variance_flag_maps_to_the_setting(flags, variance):
     from pdejax.cli import _pidm_overrides, build_parser
 
