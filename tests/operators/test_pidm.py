@@ -79,13 +79,14 @@ def test_darcy_residuals_vanish_on_solver_pairs_and_not_on_perturbed_ones():
 def test_high_contrast_lognormal_batch_is_generated():
     # the highest-contrast of seed 1's ten batches of 100 fields at 32x32 (K up to 45 or more): with CG's
     # rtol at 1e-10 such a jitted batch stopped at the step limit and raised, although the field's solve
-    # reaches 3e-13. Chosen by its K (cheap), not by index: which batch it is depends on jax's RNG version
+    # reaches 3e-13. Chosen by its K (cheap), not by index: which batch it is depends on jax's RNG version.
+    # K > 30, not 40: a GPU's eigh returns other eigenvectors, hence other fields (peak 39.1 on an H200)
     keys = jax.random.split(jax.random.PRNGKey(1), 10)
     peak = [float(solvers.lognormal_permeability(k, 32, 0.1, 64, shape=(100,)).max()) for k in keys]
     key = keys[int(np.argmax(peak))]
     K, p = jax.jit(lambda k: O.darcy_lognormal_pairs(k, 100, resolution=32))(key)
     r = O.darcy_lognormal_physics(32).mean_abs_residual(np.concatenate([np.asarray(K), np.asarray(p)], 1))
-    assert float(K.max()) > 40 and np.all(r < 1e-8 * np.abs(O.source_sink(32)).mean()), r.max()
+    assert float(K.max()) > 30 and np.all(r < 1e-8 * np.abs(O.source_sink(32)).mean()), r.max()
 
 
 def test_preconditioned_darcy_residual_is_the_relative_pressure_error():
