@@ -38,6 +38,8 @@ def main():
     ap.add_argument("--modes", type=int, default=12)
     ap.add_argument("--ridge", type=float, default=1e-8)
     ap.add_argument("--max-steps", type=int, default=100)
+    ap.add_argument("--rtol", type=float, default=1e-4, help="Levenberg-Marquardt step tolerances (the PI-HC code's)")
+    ap.add_argument("--atol", type=float, default=1e-4)
     ap.add_argument("--constraint-points", type=int, default=1024, help="PDE rows in the solves (all experts)")
     ap.add_argument("--overlap", type=float, default=0.0, help="hc-moe: blend width in grid cells (0: hard split)")
     ap.add_argument("--shared", action="store_true", help="hc-moe: every expert meets all IC/BC rows")
@@ -100,7 +102,7 @@ def main():
                         experts=args.experts, constraint_points=args.constraint_points, seed=args.seed,
                         overlap=args.overlap)  # fmt: skip
         return build_pihc_operator(settings, data, key=jax.random.PRNGKey(args.seed), max_steps=args.max_steps,
-                                   ridge=args.ridge, shared=args.shared)  # fmt: skip
+                                   ridge=args.ridge, shared=args.shared, rtol=args.rtol, atol=args.atol)  # fmt: skip
 
     steps_per_epoch = args.train // args.batch
     cfg = OperatorConfig(
