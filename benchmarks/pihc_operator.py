@@ -137,8 +137,8 @@ def main():
         hc = models["hc"].net
         for name, kw in [("hard split", {}), ("shared IC/BC", dict(shared=True))]:
             op = HardConstrainedOperator(hc.net, residual, (args.experts, 1), max_steps=args.max_steps,
-                                         ridge=args.ridge, n_constraint=args.constraint_points, seed=args.seed,
-                                         **kw)  # fmt: skip
+                                         ridge=args.ridge, rtol=args.rtol, atol=args.atol,
+                                         n_constraint=args.constraint_points, seed=args.seed, **kw)  # fmt: skip
             pred = predict_batched(op, test.inputs, test.coords, batch=16)
             rel = float(np.mean(relative_l2_per_sample(pred, test.outputs)))
             results.setdefault("hc", {}).setdefault("resolved_by_experts", {})[name] = rel
