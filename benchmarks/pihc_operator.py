@@ -40,6 +40,9 @@ def main():
     ap.add_argument("--max-steps", type=int, default=100)
     ap.add_argument("--rtol", type=float, default=1e-4, help="Levenberg-Marquardt step tolerances (the PI-HC code's)")
     ap.add_argument("--atol", type=float, default=1e-4)
+    ap.add_argument(
+        "--damping", type=float, default=None, help="first Levenberg-Marquardt damping (default: the layer's)"
+    )
     ap.add_argument("--constraint-points", type=int, default=1024, help="PDE rows in the solves (all experts)")
     ap.add_argument("--overlap", type=float, default=0.0, help="hc-moe: blend width in grid cells (0: hard split)")
     ap.add_argument("--shared", action="store_true", help="hc-moe: every expert meets all IC/BC rows")
@@ -97,12 +100,15 @@ def main():
     held = float(np.mean(relative_l2_per_sample(test.inputs, test.outputs)))
     print(f"u0 held still: rel L2 {held:.3e}")
 
+    solver = {} if args.damping is None else {"damping": args.damping}
+
     def build(method):
         settings = dict(method=method, modes=args.modes, width=args.width, depth=4, basis=args.basis,
                         experts=args.experts, constraint_points=args.constraint_points, seed=args.seed,
                         overlap=args.overlap)  # fmt: skip
         return build_pihc_operator(settings, data, key=jax.random.PRNGKey(args.seed), max_steps=args.max_steps,
-                                   ridge=args.ridge, shared=args.shared, rtol=args.rtol, atol=args.atol)  # fmt: skip
+                                   ridge=args.ridge, shared=args.shared, rtol=args.rtol, atol=args.atol,
+                                   **solver)  # fmt: skip
 
     steps_per_epoch = args.train // args.batch
     cfg = OperatorConfig(
@@ -137,8 +143,8 @@ def main():
         hc = models["hc"].net
         for name, kw in [("hard split", {}), ("shared IC/BC", dict(shared=True))]:
             op = HardConstrainedOperator(hc.net, residual, (args.experts, 1), max_steps=args.max_steps,
-                                         ridge=args.ridge, rtol=args.rtol, atol=args.atol,
-                                         n_constraint=args.constraint_points, seed=args.seed, **kw)  # fmt: skip
+                                         ridge=args.ridge, rtol=args.rtol, atol=args.atol, seed=args.seed,
+                                         n_constraint=args.constraint_points, **solver, **kw)  # fmt: skip
             pred = predict_batched(op, test.inputs, test.coords, batch=16)
             rel = float(np.mean(relative_l2_per_sample(pred, test.outputs)))
             results.setdefault("hc", {}).setdefault("resolved_by_experts", {})[name] = rel

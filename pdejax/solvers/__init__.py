@@ -15,7 +15,7 @@ from ._mol import (
     robin,
     solve_mol,
 )
-from ._nonlinear import NONLINEAR_SOLVERS, SteadyStats, nonlinear_poisson, solve_steady
+from ._nonlinear import NONLINEAR_SOLVERS, DampedLevenbergMarquardt, SteadyStats, nonlinear_poisson, solve_steady
 from ._periodic_pdes import (
     advection,
     allen_cahn,
@@ -31,6 +31,7 @@ from ._spectral import ETDRK, ORDERS, PeriodicGrid, etdrk4_coefficients, repeat,
 
 __all__ = [
     "NONLINEAR_SOLVERS",
+    "DampedLevenbergMarquardt",
     "SteadyStats",
     "nonlinear_poisson",
     "solve_steady",

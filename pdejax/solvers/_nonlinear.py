@@ -23,6 +23,120 @@ class SteadyStats(eqx.Module):
     converged: Array
 
 
+def _half_sum_squares(tree) -> Array:
+    """``0.5 * sum(r**2)`` over a pytree of residuals."""
+    return 0.5 * sum(jnp.sum(r**2) for r in jax.tree.leaves(tree))
+
+
+def _quiet(**_):
+    """No progress printing from the solver."""
+
+
+class _TrustRegionFrom(optx.ClassicalTrustRegion):
+    """Optimistix's classical trust region with a chosen first step size (``1 / damping``) instead of 1."""
+
+    first: float = eqx.field(static=True, default=1.0)
+
+    def init(self, y, f_info_struct):
+        state = super().init(y, f_info_struct)
+        # scaled, not rebuilt: optimistix's weakly typed 1.0 keeps the solve in the unknowns' dtype
+        return eqx.tree_at(lambda s: s.step_size, state, state.step_size * self.first)
+
+
+class _LM(optx.AbstractGaussNewton):
+    """Levenberg–Marquardt as optimistix builds it (damped Newton descent, classical trust region), with
+    the first damping chosen."""
+
+    rtol: float
+    atol: float
+    norm: Callable
+    descent: optx.DampedNewtonDescent
+    search: _TrustRegionFrom
+    verbose: Callable
+
+
+class DampedLevenbergMarquardt(optx.AbstractLeastSquaresSolver):
+    """Levenberg–Marquardt (optimistix's steps and step test) with a chosen initial damping ``lambda_0`` and
+    a stall test.
+
+    Why: the rows of a learned basis are badly scaled (``J^T J`` spans ~0.2 down to the ridge, 1e-8).
+    From optimistix's damping 1 the trust region needs ~15 good steps (x3.5 each) before it takes
+    Gauss–Newton steps. A small ``lambda_0`` takes the Gauss–Newton step at once, and a step that does not
+    lower the residual still raises the damping (x4), so the safeguard stays. At the minimum in float32 the
+    loss changes only by rounding, so steps are rejected at random and the step test (which counts accepted
+    steps only) waits until the trust region has shrunk below the tolerance: 10-20 idle iterations. The
+    stall test stops after ``patience`` rejected steps in a row whose tried points changed the loss by at
+    most ``ftol`` (relative). Default ``ftol``: ``1e4 eps`` in float32 (1.2e-3), because rows that cancel
+    large terms (a basis weighted by coefficients ~1e3) carry rounding far above ``eps``: 1e-4 of the loss,
+    measured on the diffusion–sorption operator's rows; 0 in float64, where the step test is met and a loss
+    at its noise floor can still hide coefficient errors along weak directions (measured: gradients 4e-8
+    off with the stall test against 2e-12 without). An accepted step
+    resets the count (a solve creeping down slowly is not stalled), and so does a rejected step that raised
+    the loss by more, so a run of genuine rejections (the damping growing after too long a Gauss–Newton
+    step) never stops the solve. With ``damping=1`` the iterates are ``optx.LevenbergMarquardt``'s until the
+    stall test stops them.
+
+    Arguments: ``rtol``, ``atol`` (optimistix's step test), ``damping`` (``lambda_0 > 0``), ``ftol``,
+    ``patience``, ``linear_solver`` (lineax, default QR of the damped Jacobian, as optimistix).
+    """
+
+    rtol: float
+    atol: float
+    norm: Callable
+    inner: _LM
+    ftol: float | None = eqx.field(static=True)
+    patience: int = eqx.field(static=True)
+
+    def __init__(
+        self,
+        rtol: float,
+        atol: float,
+        damping: float = 1.0,
+        ftol: float | None = None,
+        patience: int = 3,
+        linear_solver=None,
+    ):
+        if not damping > 0 or patience < 1 or (ftol is not None and ftol < 0):
+            raise ValueError(f"need damping > 0, patience >= 1, ftol >= 0; got {damping}, {patience}, {ftol}")
+        import lineax as lx
+
+        self.rtol, self.atol, self.norm = rtol, atol, optx.max_norm
+        descent = optx.DampedNewtonDescent(linear_solver=linear_solver or lx.QR())
+        self.inner = _LM(rtol, atol, optx.max_norm, descent, _TrustRegionFrom(first=1.0 / damping), _quiet)
+        self.ftol, self.patience = ftol, patience
+
+    def init(self, fn, y, args, options, f_struct, aux_struct, tags):
+        inner = self.inner.init(fn, y, args, options, f_struct, aux_struct, tags)
+        # how many iterations in a row changed the loss by rounding only, and whether that reached patience
+        return inner, jnp.array(0), jnp.array(False)
+
+    def step(self, fn, y, args, options, state, tags):
+        old, idle, _ = state
+        tried, before = old.y_eval, _half_sum_squares(old.f_info.residual)
+        y, inner, aux = self.inner.step(fn, y, args, options, old, tags)
+        # the loss at the point this iteration tried (optimistix keeps it only if the step was accepted).
+        # Idle: a rejected step whose loss differs from the last accepted one by rounding alone. Accepted
+        # steps reset the count (a slowly creeping solve is not stalled), and so does a rejected step that
+        # genuinely raised the loss
+        after = _half_sum_squares(fn(tried, args)[0])
+        eps = float(jnp.finfo(after.dtype).eps)
+        # float64 meets the step test, and there a loss at its noise floor can still hide a coefficient
+        # error of ~1e-6 along weak directions, so the stall test is only on by default below float64
+        ftol = (1e4 * eps if eps > 1e-10 else 0.0) if self.ftol is None else self.ftol
+        rejected = inner.num_accepted_steps == old.num_accepted_steps
+        quiet = rejected & (jnp.abs(after - before) <= ftol * before)
+        idle = jnp.where(quiet, idle + 1, 0)
+        return y, (inner, idle, idle >= self.patience), aux
+
+    def terminate(self, fn, y, args, options, state, tags):
+        inner, _, stalled = state
+        done, result = self.inner.terminate(fn, y, args, options, inner, tags)
+        return done | stalled, result
+
+    def postprocess(self, fn, y, aux, args, options, state, tags, result):
+        return self.inner.postprocess(fn, y, aux, args, options, state[0], tags, result)
+
+
 def solve_steady(
     residual: Callable[[PyTree, object], PyTree],
     u0: PyTree,

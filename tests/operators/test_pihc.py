@@ -170,6 +170,21 @@ def test_constraint_layer_gradient_is_implicit_and_matches_unrolled_and_finite_d
     np.testing.assert_allclose(float(flat_i @ v), float(fd), rtol=1e-5)
 
 
+def test_gauss_newton_first_step_reaches_the_same_coefficients_in_fewer_iterations():
+    # the layer's default first damping (1e-10) against optimistix's (1): the same minimiser, since only the
+    # path differs, in fewer iterations (the basis rows here span a few decades, as a learned basis's do)
+    res, net, a, x = _small(nx=16, nt=9, n=6)
+    ops = {d: HardConstrainedOperator(net, res, (2, 1), rtol=1e-10, atol=1e-12, max_steps=200, damping=d)
+           for d in (1.0, 1e-10)}  # fmt: skip
+    out = {d: eqx.filter_jit(lambda o: o.solve(a, x))(o) for d, o in ops.items()}
+    for d, (_, stats) in out.items():
+        assert bool(jnp.all(stats.converged)), (d, stats)
+    np.testing.assert_allclose(out[1e-10][0], out[1.0][0], rtol=1e-7, atol=1e-9)
+    assert int(out[1e-10][1].steps.sum()) < int(out[1.0][1].steps.sum()), (out[1e-10][1].steps, out[1.0][1].steps)
+    with pytest.raises(ValueError, match="damping > 0"):
+        HardConstrainedOperator(net, res, (2, 1), damping=0.0)
+
+
 def test_unconverged_solves_are_reported_in_the_stats():
     res, net, a, x = _small()
     op = HardConstrainedOperator(net, res, (2, 1), rtol=1e-12, atol=1e-14, max_steps=1)
