@@ -7,6 +7,7 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import lineax as lx
 import optimistix as optx
 from jaxtyping import Array, Float, PyTree
 
@@ -28,10 +29,6 @@ def _half_sum_squares(tree) -> Array:
     return 0.5 * sum(jnp.sum(r**2) for r in jax.tree.leaves(tree))
 
 
-def _quiet(**_):
-    """No progress printing from the solver."""
-
-
 class _TrustRegionFrom(optx.ClassicalTrustRegion):
     """Optimistix's classical trust region with a chosen first step size (``1 / damping``) instead of 1."""
 
@@ -41,18 +38,6 @@ class _TrustRegionFrom(optx.ClassicalTrustRegion):
         state = super().init(y, f_info_struct)
         # scaled, not rebuilt: optimistix's weakly typed 1.0 keeps the solve in the unknowns' dtype
         return eqx.tree_at(lambda s: s.step_size, state, state.step_size * self.first)
-
-
-class _LM(optx.AbstractGaussNewton):
-    """Levenberg–Marquardt as optimistix builds it (damped Newton descent, classical trust region), with
-    the first damping chosen."""
-
-    rtol: float
-    atol: float
-    norm: Callable
-    descent: optx.DampedNewtonDescent
-    search: _TrustRegionFrom
-    verbose: Callable
 
 
 class DampedLevenbergMarquardt(optx.AbstractLeastSquaresSolver):
@@ -70,11 +55,10 @@ class DampedLevenbergMarquardt(optx.AbstractLeastSquaresSolver):
     large terms (a basis weighted by coefficients ~1e3) carry rounding far above ``eps``: 1e-4 of the loss,
     measured on the diffusion–sorption operator's rows; 0 in float64, where the step test is met and a loss
     at its noise floor can still hide coefficient errors along weak directions (measured: gradients 4e-8
-    off with the stall test against 2e-12 without). An accepted step
-    resets the count (a solve creeping down slowly is not stalled), and so does a rejected step that raised
-    the loss by more, so a run of genuine rejections (the damping growing after too long a Gauss–Newton
-    step) never stops the solve. With ``damping=1`` the iterates are ``optx.LevenbergMarquardt``'s until the
-    stall test stops them.
+    off with the stall test against 2e-12 without). An accepted step resets the count (a solve creeping
+    down slowly is not stalled), and so does a rejected step that raised the loss by more, so a run of
+    genuine rejections (the damping growing after too long a Gauss–Newton step) never stops the solve.
+    With ``damping=1`` the iterates are ``optx.LevenbergMarquardt``'s until the stall test stops them.
 
     Arguments: ``rtol``, ``atol`` (optimistix's step test), ``damping`` (``lambda_0 > 0``), ``ftol``,
     ``patience``, ``linear_solver`` (lineax, default QR of the damped Jacobian, as optimistix).
@@ -83,7 +67,7 @@ class DampedLevenbergMarquardt(optx.AbstractLeastSquaresSolver):
     rtol: float
     atol: float
     norm: Callable
-    inner: _LM
+    inner: optx.LevenbergMarquardt
     ftol: float | None = eqx.field(static=True)
     patience: int = eqx.field(static=True)
 
@@ -98,11 +82,10 @@ class DampedLevenbergMarquardt(optx.AbstractLeastSquaresSolver):
     ):
         if not damping > 0 or patience < 1 or (ftol is not None and ftol < 0):
             raise ValueError(f"need damping > 0, patience >= 1, ftol >= 0; got {damping}, {patience}, {ftol}")
-        import lineax as lx
-
-        self.rtol, self.atol, self.norm = rtol, atol, optx.max_norm
-        descent = optx.DampedNewtonDescent(linear_solver=linear_solver or lx.QR())
-        self.inner = _LM(rtol, atol, optx.max_norm, descent, _TrustRegionFrom(first=1.0 / damping), _quiet)
+        # optimistix's own solver, with only its trust region's first step size replaced
+        lm = optx.LevenbergMarquardt(rtol, atol, linear_solver=linear_solver or lx.QR())
+        self.inner = eqx.tree_at(lambda s: s.search, lm, _TrustRegionFrom(first=1.0 / damping))
+        self.rtol, self.atol, self.norm = rtol, atol, lm.norm
         self.ftol, self.patience = ftol, patience
 
     def init(self, fn, y, args, options, f_struct, aux_struct, tags):
