@@ -45,6 +45,7 @@ def main():
     )
     ap.add_argument("--constraint-points", type=int, default=1024, help="PDE rows in the solves (all experts)")
     ap.add_argument("--overlap", type=float, default=0.0, help="hc-moe: blend width in grid cells (0: hard split)")
+    ap.add_argument("--ramp", default="linear", help="hc-moe: blend ramp shape (linear, smooth, smoother)")
     ap.add_argument("--shared", action="store_true", help="hc-moe: every expert meets all IC/BC rows")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=5)
@@ -100,7 +101,7 @@ def main():
     held = float(np.mean(relative_l2_per_sample(test.inputs, test.outputs)))
     print(f"u0 held still: rel L2 {held:.3e}")
 
-    solver = {} if args.damping is None else {"damping": args.damping}
+    solver = ({} if args.damping is None else {"damping": args.damping}) | {"ramp": args.ramp}
 
     def build(method):
         settings = dict(method=method, modes=args.modes, width=args.width, depth=4, basis=args.basis,

@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="problem parameter, repeatable (e.g. --param beta=50)",
+        help="problem parameter, repeatable (e.g. --param beta=50; PI-HC operators: experts, overlap, ramp, damping)",
     )
     s.add_argument("--model", choices=MODELS, default=None)
     s.add_argument("--width", type=_positive_int, default=None)
@@ -874,12 +874,33 @@ def _hc_flags_need_hc(args, methods: list[str]) -> None:
         raise CLIError(f"{', '.join(hc_only)}: settings of the methods hc, hc-moe, and none is compared")
 
 
-def _overlap_value(text: str) -> float:
-    """The value of ``--param overlap=C`` (grid cells each hc-moe block is widened by), checked to be a number."""
-    try:
-        return float(text)
-    except ValueError:
-        raise CLIError(f"--param overlap must be a number of grid cells, got {text!r}") from None
+# --params of the operator PI-HC methods besides experts: name -> (the methods that take it, its parser)
+_HC_PARAMS = {
+    "overlap": (("hc-moe",), float, "a number of grid cells"),
+    "ramp": (("hc-moe",), str, "linear, smooth or smoother"),
+    "damping": (("hc", "hc-moe"), float, "a positive number"),
+}
+
+
+def _hc_params(rest: list[tuple[str, str]], methods: list[str], what: str) -> dict[str, dict]:
+    """``--param overlap=C`` / ``ramp=R`` (hc-moe) and ``damping=D`` (hc, hc-moe) of physics-only operators,
+    as settings per method (``{method: {name: value}}``; the last of repeated values wins). Refuses other
+    names, values of the wrong type, and names that none of ``methods`` takes."""
+    names = ", ".join(("experts", *_HC_PARAMS))
+    out = {m: {} for m in methods}
+    for key, text in rest:
+        if key not in _HC_PARAMS:
+            raise CLIError(f"--param {key}: the --params of {what} are {names}")
+        takes, parse, kind = _HC_PARAMS[key]
+        if not set(takes) & set(methods):
+            raise CLIError(f"--param {key} is a setting of --method {' and '.join(takes)}, not of {', '.join(methods)}")
+        try:
+            value = parse(text)
+        except ValueError:
+            raise CLIError(f"--param {key} must be {kind}, got {text!r}") from None
+        for m in set(takes) & set(methods):
+            out[m][key] = value
+    return out
 
 
 def _compare_operators(args, methods: list[str], out: Path) -> list[dict]:
@@ -898,11 +919,7 @@ def _compare_operators(args, methods: list[str], out: Path) -> list[dict]:
     if bad:
         raise CLIError(f"unknown method {bad[0]!r} for {args.problem}; choose from {', '.join(allowed)}")
     rest, experts = _experts(args.param, "hc-moe" if "hc-moe" in methods else methods[0])
-    overlap = None
-    for key, v in rest:
-        if key != "overlap" or "hc-moe" not in methods:
-            raise CLIError(f"--param {key}: the --params of an operator compare are experts, overlap (hc-moe)")
-        overlap = _overlap_value(v)
+    layer = _hc_params(rest, methods, "an operator compare")
     from . import operators
 
     runs = []
@@ -911,7 +928,8 @@ def _compare_operators(args, methods: list[str], out: Path) -> list[dict]:
         for method in methods:
             hc = {"basis": args.basis, "constraint_points": args.constraint_points} if method in HC_METHODS else {}
             if method == "hc-moe":
-                hc.update(experts=experts, overlap=overlap)
+                hc.update(experts=experts)
+            hc.update(layer[method])
             try:
                 settings = operators.operator_settings(
                     args.problem, method, seed=seed, epochs=args.epochs, learning_rate=args.lr, width=args.width,
@@ -1063,19 +1081,10 @@ def _solve_operator(args) -> int:
     methods = OPERATOR_METHODS + (_PIHC_OPERATOR if args.problem in _PIHC_DATASETS else ())
     if method not in methods:
         raise CLIError(f"{args.problem} is an operator-learning dataset: --method must be one of {', '.join(methods)}")
-    experts = overlap = None
+    experts, layer = None, {}
     if pihc and run is None:
         rest, k = _experts(args.param, method)
-        given_overlap = [v for key, v in rest if key == "overlap"]
-        rest = [(key, v) for key, v in rest if key != "overlap"]
-        if rest:
-            raise CLIError(
-                f"--param {rest[0][0]}: the --params of {method} on {args.problem} are experts, overlap (hc-moe)"
-            )
-        if given_overlap and method != "hc-moe":
-            raise CLIError(f"--param overlap is a setting of --method hc-moe, not of --method {method}")
-        if given_overlap:
-            overlap = _overlap_value(given_overlap[-1])
+        layer = _hc_params(rest, [method], f"{method} on {args.problem}")[method]
         experts = k if method == "hc-moe" else None
     if method == "pidm":
         return _solve_pidm(args, run)
@@ -1099,8 +1108,7 @@ def _solve_operator(args) -> int:
         else:
             overrides = {v: getattr(args, k) for k, v in _OPERATOR_SETTINGS.items()}
             if pihc:
-                overrides.update(experts=experts, overlap=overlap, basis=args.basis,
-                                 constraint_points=args.constraint_points)  # fmt: skip
+                overrides.update(experts=experts, basis=args.basis, constraint_points=args.constraint_points, **layer)
             settings = operators.operator_settings(args.problem, method, **overrides)
     except ValueError as e:
         raise CLIError(str(e)) from None

@@ -267,8 +267,28 @@ def navier_stokes_pairs(
 
 
 # -------------------------------------------------------------------------------- the constraint layer
+RAMPS = ("linear", "smooth", "smoother")  # the experts' blend ramps (HardConstrainedOperator's ramp)
+
+
+def _ramp(t: np.ndarray, shape: str) -> np.ndarray:
+    """A ramp from 0 to 1 over ``t`` in ``[0, 1]``: ``linear``, ``smooth`` (``3t^2 - 2t^3``, continuous
+    slope) or ``smoother`` (``6t^5 - 15t^4 + 10t^3``, continuous curvature too)."""
+    if shape == "linear":
+        return t
+    if shape == "smooth":
+        return t * t * (3 - 2 * t)
+    if shape == "smoother":
+        return t**3 * (t * (6 * t - 15) + 10)
+    raise ValueError(f"ramp must be one of {', '.join(RAMPS)}, got {shape!r}")
+
+
 def _expert_weights(
-    points: np.ndarray, grid: tuple[int, ...], counts: tuple[int, ...], overlap: float, periodic: tuple[int, ...] = ()
+    points: np.ndarray,
+    grid: tuple[int, ...],
+    counts: tuple[int, ...],
+    overlap: float,
+    periodic: tuple[int, ...] = (),
+    ramp: str = "linear",
 ) -> np.ndarray:
     """``(n_points, K)`` partition of unity over the experts at grid indices ``points``: per axis, piece ``p``
     of ``c`` has weight ``s(i - e_p) - s(i - e_{p+1})`` with interfaces ``e_p`` halfway between the blocks'
@@ -287,9 +307,9 @@ def _expert_weights(
         if not wrap:
             e[0], e[-1] = -np.inf, np.inf
         z = i - e[None]
-        ramp = np.clip(0.5 + z / (2 * overlap), 0.0, 1.0) if overlap > 0 else (z > 0).astype(float)
-        ramp[:, 0], ramp[:, -1] = 1.0, 0.0
-        w = ramp[:, :-1] - ramp[:, 1:]
+        up = _ramp(np.clip(0.5 + z / (2 * overlap), 0.0, 1.0), ramp) if overlap > 0 else (z > 0).astype(float)
+        up[:, 0], up[:, -1] = 1.0, 0.0
+        w = up[:, :-1] - up[:, 1:]
         if wrap:  # fold the images of piece q (q - c and q + c) onto it
             w = w.reshape(points.shape[0], 3, c).sum(axis=1)
         out = (out[:, :, None] * w[:, None, :]).reshape(points.shape[0], -1)
@@ -321,8 +341,11 @@ class HardConstrainedOperator(eqx.Module):
 
     ``overlap`` (grid cells, default 0: a hard partition as in the paper) widens each block by that many
     cells on each side: the expert also constrains the rows there, and the field blends neighbouring
-    experts' fields with weights that ramp linearly across the ``2 * overlap`` cells around the interface
-    (a partition of unity), so the assembled field has no jump there; on the residual's ``periodic`` axes
+    experts' fields with weights that ramp from 0 to 1 across the ``2 * overlap`` cells around the interface
+    (a partition of unity), so the assembled field has no jump there. ``ramp`` shapes that ramp: ``linear``
+    (default), ``smooth`` (``3s^2 - 2s^3``) or ``smoother`` (``6s^5 - 15s^4 + 10s^3``); the smooth ramps have no
+    kink at the ramp's ends, where a linear ramp puts a spike of ``1 / (2 overlap h^2)`` times the experts'
+    difference into a finite-difference second derivative. On the residual's ``periodic`` axes
     (Navier–Stokes' x and y) the last and first blocks meet across the wrap and are blended there too.
     ``shared`` gives every expert all initial and boundary rows besides its PDE rows, wherever they lie (the
     PI-HC code's choice for diffusion–sorption; measured worse here, so off by default).
@@ -364,6 +387,7 @@ class HardConstrainedOperator(eqx.Module):
         overlap: float = 0.0,
         initial: bool = False,
         damping: float = 1e-10,
+        ramp: str = "linear",
     ):
         grid = residual.grid
         experts = tuple(int(c) for c in (experts or (1,) * len(grid)))
@@ -377,8 +401,10 @@ class HardConstrainedOperator(eqx.Module):
         k = math.prod(experts)
         if overlap < 0:
             raise ValueError(f"overlap must be >= 0, got {overlap}")
+        if ramp not in RAMPS:
+            raise ValueError(f"ramp must be one of {', '.join(RAMPS)}, got {ramp!r}")
         # an expert constrains the rows where its weight is positive: its block, widened by the overlap
-        mine = _expert_weights(residual.where, grid, experts, overlap, residual.periodic) > 0
+        mine = _expert_weights(residual.where, grid, experts, overlap, residual.periodic, ramp) > 0
         pde = residual.terms["pde"]
         is_pde = (np.arange(residual.rows) >= pde.start) & (np.arange(residual.rows) < pde.stop)
         if shared:  # every expert also meets the initial and boundary rows, wherever they lie
@@ -406,7 +432,8 @@ class HardConstrainedOperator(eqx.Module):
         # each expert's rows, padded to equal length with -1 (rows that are zero) so the solves vmap
         self._rows = _Points(np.stack([np.pad(r, (0, longest - len(r)), constant_values=-1) for r in rows]))
         idx = np.stack(np.meshgrid(*[np.arange(n) for n in grid], indexing="ij"), -1).reshape(-1, len(grid))
-        self._owner = _Points(_expert_weights(idx, grid, experts, overlap, residual.periodic).reshape(grid + (k,)))
+        owner = _expert_weights(idx, grid, experts, overlap, residual.periodic, ramp)
+        self._owner = _Points(owner.reshape(grid + (k,)))
         self.rtol, self.atol, self.max_steps, self.ridge = rtol, atol, max_steps, ridge
         self.initial = bool(initial)
         self.damping = float(damping)

@@ -2,6 +2,7 @@
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -85,7 +86,19 @@ def test_darcy_with_the_physics_loss_and_few_labels(tmp_path):
         (["compare", "burgers", "--methods", "adam,config", "--constraint-points", "64"], "none is compared"),
         (
             ["compare", "diffusion_sorption_operator", "--methods", "hc", "--param", "overlap=2"],
-            "--param overlap: the --params of an operator compare are experts, overlap",
+            "--param overlap is a setting of --method hc-moe, not of hc",
+        ),
+        (
+            ["compare", "diffusion_sorption_operator", "--methods", "hc", "--param", "nu=2"],
+            "--param nu: the --params of an operator compare are experts, overlap, ramp, damping",
+        ),
+        (["solve", "diffusion_sorption_operator", "--method", "hc", "--param", "ramp=smooth"], "ramp is a setting of"),
+        (["solve", "diffusion_sorption_operator", "--method", "soft", "--param", "damping=1"], "damping is a setting"),
+        (["solve", "diffusion_sorption_operator", "--method", "hc", "--param", "damping=x"], "a positive number"),
+        (["solve", "diffusion_sorption_operator", "--method", "hc", "--param", "damping=0"], "damping must be > 0"),
+        (
+            ["solve", "diffusion_sorption_operator", "--method", "hc-moe", "--param", "ramp=cosine"],
+            "ramp must be one of linear, smooth, smoother",
         ),
     ],
 )
@@ -110,7 +123,7 @@ def test_physics_only_diffusion_sorption_operators_train_report_their_solves_and
     # solves' statistics on the test set in metrics.json
     out = tmp_path / "moe"
     args = ["solve", "diffusion_sorption_operator", "--method", "hc-moe", "--param", "experts=2", "--param",
-            "overlap=1", "--n-train", "8",
+            "overlap=1", "--param", "ramp=smooth", "--param", "damping=1", "--n-train", "8",
             "--n-test", "4", "--resolution", "12", "--basis", "4", "--constraint-points", "32", "--modes", "3",
             "--out", str(out), *TINY]  # fmt: skip
     assert main(args) == 0
@@ -118,6 +131,8 @@ def test_physics_only_diffusion_sorption_operators_train_report_their_solves_and
     assert (
         m["settings"]["experts"] == 2
         and m["settings"]["overlap"] == 1.0
+        and m["settings"]["ramp"] == "smooth"
+        and m["settings"]["damping"] == 1.0
         and m["settings"]["basis"] == 4
         and m["settings"]["labels"] == 0.0
     )
@@ -133,6 +148,18 @@ def test_physics_only_diffusion_sorption_operators_train_report_their_solves_and
         O.operator_settings("diffusion_sorption_operator", "fno", basis=4)
     s = O.operator_settings("diffusion_sorption_operator", "soft")
     assert s["physics_weight"] == 1.0 and s["batch_size"] == 8 and s["resolution"] == 64
+    # the run's settings reach the constraint layer; a run saved before ramp and damping were settings
+    # builds with the values it trained with (linear, 1e-10)
+    from pdejax.operators._pihc import _expert_weights
+
+    data = O.load_dataset(out / "data.npz")
+    op = O.build_pihc_operator(m["settings"], data, key=jax.random.PRNGKey(0))
+    idx = np.stack(np.meshgrid(np.arange(12), np.arange(data.grid[-1]), indexing="ij"), -1).reshape(-1, 2)
+    smooth = _expert_weights(idx, data.grid, (2, 1), 1.0, ramp="smooth").reshape(*data.grid, 2)
+    assert op.damping == 1.0 and np.array_equal(op._owner.data, smooth)
+    old = {k: v for k, v in m["settings"].items() if k not in ("ramp", "damping")}
+    op = O.build_pihc_operator(old, data, key=jax.random.PRNGKey(0))
+    assert op.damping == 1e-10 and not np.array_equal(op._owner.data, smooth)
 
 
 def test_physics_only_navier_stokes_operator_from_the_cli(tmp_path):

@@ -213,16 +213,38 @@ def test_overlapping_experts_blend_their_fits_with_a_partition_of_unity():
     key = jax.random.PRNGKey(4)
     b = jax.random.normal(key, (n, nx, nt))
     target = jax.random.normal(jax.random.fold_in(key, 1), (1, nx, nt))
-    op = HardConstrainedOperator(_Fixed(b), res, (2, 1), rtol=1e-12, atol=1e-14, ridge=0.0, overlap=1.0)
-    u, _ = eqx.filter_jit(lambda o: o.solve(target[None], jnp.zeros((nx, nt, 2))))(op)
     # interface at x index 2.5, ramp over [1.5, 3.5]: expert 0 fits x <= 3, expert 1 fits x >= 2
     fits = []
     for blk in (np.s_[:4], np.s_[2:]):
         A = np.asarray(b)[:, blk].reshape(n, -1).T
         w, *_ = np.linalg.lstsq(A, np.asarray(target[0])[blk].ravel(), rcond=None)
         fits.append(np.tensordot(w, np.asarray(b), 1))
-    s1 = np.clip(0.5 + (np.arange(nx) - 2.5) / 2, 0, 1)[:, None]
-    np.testing.assert_allclose(np.asarray(u[0, 0]), (1 - s1) * fits[0] + s1 * fits[1], atol=1e-10)
+    s = np.clip(0.5 + (np.arange(nx) - 2.5) / 2, 0, 1)[:, None]
+    for ramp, s1 in (("linear", s), ("smooth", s * s * (3 - 2 * s)), ("smoother", s**3 * (10 - 15 * s + 6 * s * s))):
+        op = HardConstrainedOperator(_Fixed(b), res, (2, 1), rtol=1e-12, atol=1e-14, ridge=0.0, overlap=1.0, ramp=ramp)
+        u, _ = eqx.filter_jit(lambda o: o.solve(target[None], jnp.zeros((nx, nt, 2))))(op)
+        np.testing.assert_allclose(np.asarray(u[0, 0]), (1 - s1) * fits[0] + s1 * fits[1], atol=1e-10)
+    with pytest.raises(ValueError, match="ramp must be one of linear, smooth, smoother"):
+        HardConstrainedOperator(_Fixed(b), res, (2, 1), ramp="cosine")
+
+
+def test_smooth_ramps_partition_unity_on_the_same_rows_without_the_linear_ramps_kinks():
+    from pdejax.operators._pihc import _expert_weights
+
+    pts = np.arange(64)[:, None]
+    lin = _expert_weights(pts, (64,), (4,), 12.0)
+    for ramp in ("smooth", "smoother"):
+        w = _expert_weights(pts, (64,), (4,), 12.0, ramp=ramp)
+        np.testing.assert_allclose(w.sum(1), 1.0, atol=1e-15)
+        # the same support, so each expert constrains the same rows whatever the ramp's shape
+        np.testing.assert_array_equal(w > 0, lin > 0)
+        # the first expert's weight is one falling ramp. A linear ramp over 2 L = 24 cells bends by
+        # 1 / (2 L) at each end, within a cell (second difference 1/48 on these nodes: a spike); the smooth
+        # ramps spread their curvature over the ramp, at most 6 / (2 L)^2 = 1/96 (smoothstep) and
+        # 5.77 / (2 L)^2 (smootherstep) per cell^2
+        peak = np.abs(np.diff(w[:, 0], 2)).max()
+        assert np.abs(np.diff(lin[:, 0], 2)).max() == pytest.approx(1 / 48)
+        assert peak < 6 / 24**2 + 1e-12 and peak < 0.5 / 48
 
 
 def test_experts_on_a_periodic_axis_blend_across_the_wrap():
