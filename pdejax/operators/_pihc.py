@@ -267,19 +267,14 @@ def navier_stokes_pairs(
 
 
 # -------------------------------------------------------------------------------- the constraint layer
-RAMPS = ("linear", "smooth", "smoother")  # the experts' blend ramps (HardConstrainedOperator's ramp)
-
-
-def _ramp(t: np.ndarray, shape: str) -> np.ndarray:
-    """A ramp from 0 to 1 over ``t`` in ``[0, 1]``: ``linear``, ``smooth`` (``3t^2 - 2t^3``, continuous
-    slope) or ``smoother`` (``6t^5 - 15t^4 + 10t^3``, continuous curvature too)."""
-    if shape == "linear":
-        return t
-    if shape == "smooth":
-        return t * t * (3 - 2 * t)
-    if shape == "smoother":
-        return t**3 * (t * (6 * t - 15) + 10)
-    raise ValueError(f"ramp must be one of {', '.join(RAMPS)}, got {shape!r}")
+# the experts' blend ramps (HardConstrainedOperator's ramp): 0 to 1 over t in [0, 1]; smoothstep has a
+# continuous slope, smootherstep a continuous curvature too
+_RAMP_SHAPES = {
+    "linear": lambda t: t,
+    "smooth": lambda t: t * t * (3 - 2 * t),
+    "smoother": lambda t: t**3 * (t * (6 * t - 15) + 10),
+}
+RAMPS = tuple(_RAMP_SHAPES)
 
 
 def _expert_weights(
@@ -307,7 +302,7 @@ def _expert_weights(
         if not wrap:
             e[0], e[-1] = -np.inf, np.inf
         z = i - e[None]
-        up = _ramp(np.clip(0.5 + z / (2 * overlap), 0.0, 1.0), ramp) if overlap > 0 else (z > 0).astype(float)
+        up = _RAMP_SHAPES[ramp](np.clip(0.5 + z / (2 * overlap), 0.0, 1.0)) if overlap > 0 else (z > 0).astype(float)
         up[:, 0], up[:, -1] = 1.0, 0.0
         w = up[:, :-1] - up[:, 1:]
         if wrap:  # fold the images of piece q (q - c and q + c) onto it
