@@ -46,6 +46,7 @@ def main():
     ap.add_argument("--constraint-points", type=int, default=1024, help="PDE rows in the solves (all experts)")
     ap.add_argument("--overlap", type=float, default=0.0, help="hc-moe: blend width in grid cells (0: hard split)")
     ap.add_argument("--ramp", default="linear", help="hc-moe: blend ramp shape (linear, smooth, smoother)")
+    ap.add_argument("--schwarz", default="none", help="hc-moe: Schwarz pass edges (none, lower, upper, both)")
     ap.add_argument("--shared", action="store_true", help="hc-moe: every expert meets all IC/BC rows")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=5)
@@ -102,6 +103,7 @@ def main():
     print(f"u0 held still: rel L2 {held:.3e}")
 
     solver = ({} if args.damping is None else {"damping": args.damping}) | {"ramp": args.ramp}
+    moe_only = {"schwarz": args.schwarz}
 
     def build(method):
         settings = dict(method=method, modes=args.modes, width=args.width, depth=4, basis=args.basis,
@@ -109,7 +111,7 @@ def main():
                         overlap=args.overlap)  # fmt: skip
         return build_pihc_operator(settings, data, key=jax.random.PRNGKey(args.seed), max_steps=args.max_steps,
                                    ridge=args.ridge, shared=args.shared, rtol=args.rtol, atol=args.atol,
-                                   **solver)  # fmt: skip
+                                   **solver, **(moe_only if method == "hc-moe" else {}))  # fmt: skip
 
     steps_per_epoch = args.train // args.batch
     cfg = OperatorConfig(
@@ -132,6 +134,9 @@ def main():
         pred = predict_batched(res.model, test.inputs, test.coords, batch=16)
         rel = relative_l2_per_sample(pred, test.outputs)
         phys = float(jnp.mean(jax.jit(jax.vmap(physics))(jnp.asarray(test.inputs), jnp.asarray(pred))))
+        # per sample, so a mean pulled up by a few test states shows as such (pred-<method>.npz: the fields)
+        np.savez(out / f"pred-{method}.npz", pred=np.asarray(pred), rel_l2=rel)
+        eqx.tree_serialise_leaves(out / f"model-{method}.eqx", res.model)
         results[method] = dict(rel_l2=float(np.mean(rel)), rel_l2_median=float(np.median(rel)), physics=phys,
                                train_s=res.wall_time_s, eval=list(zip(res.eval_epochs, res.eval_rel_l2)))  # fmt: skip
         models[method] = res.model

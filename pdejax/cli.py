@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="problem parameter, repeatable (e.g. --param beta=50; PI-HC operators: experts, overlap, ramp, damping)",
+        help="problem parameter, repeatable (e.g. --param beta=50; PI-HC operators: experts, overlap, ramp, schwarz, "
+        "damping)",
     )
     s.add_argument("--model", choices=MODELS, default=None)
     s.add_argument("--width", type=_positive_int, default=None)
@@ -878,12 +879,14 @@ def _hc_flags_need_hc(args, methods: list[str]) -> None:
 _HC_PARAMS = {
     "overlap": (("hc-moe",), float, "a number of grid cells"),
     "ramp": (("hc-moe",), str, "linear, smooth or smoother"),
+    "schwarz": (("hc-moe",), str, "none, lower, upper or both"),
     "damping": (("hc", "hc-moe"), float, "a positive number"),
 }
 
 
 def _hc_params(rest: list[tuple[str, str]], methods: list[str], what: str) -> dict[str, dict]:
-    """``--param overlap=C`` / ``ramp=R`` (hc-moe) and ``damping=D`` (hc, hc-moe) of physics-only operators,
+    """``--param overlap=C`` / ``ramp=R`` / ``schwarz=S`` (hc-moe) and ``damping=D`` (hc, hc-moe) of physics-only
+    operators,
     as settings per method (``{method: {name: value}}``; the last of repeated values wins). Refuses other
     names, values of the wrong type, and names that none of ``methods`` takes."""
     names = ", ".join(("experts", *_HC_PARAMS))

@@ -311,6 +311,34 @@ def _expert_weights(
     return out
 
 
+SCHWARZ = ("none", "lower", "upper", "both")
+
+
+def _support_edges(owner: np.ndarray, counts: tuple[int, ...], periodic: tuple[int, ...], sides: str) -> np.ndarray:
+    """``(K, e)`` flat grid indices of each expert's support edge (padded with -1; ``e = 0`` for ``sides =
+    'none'``): the points where its weight in ``owner`` (``(*grid, K)``) is positive next to a point along a
+    split axis where it is zero, on the ``lower`` side (towards index 0), the ``upper`` side or ``both``."""
+    k = owner.shape[-1]
+    shifts = {"none": (), "lower": (1,), "upper": (-1,), "both": (1, -1)}[sides]
+    out = []
+    for e in range(k):
+        inside = owner[..., e] > 0
+        edge = np.zeros_like(inside)
+        for axis, c in enumerate(counts):
+            if c == 1:
+                continue
+            for shift in shifts:
+                nb = np.roll(inside, shift, axis=axis)
+                if axis not in periodic:  # the grid's own boundary is no interface
+                    idx = [slice(None)] * inside.ndim
+                    idx[axis] = 0 if shift == 1 else -1
+                    nb[tuple(idx)] = True
+                edge |= inside & ~nb
+        out.append(np.flatnonzero(edge))
+    longest = max(len(o) for o in out)
+    return np.stack([np.pad(o, (0, longest - len(o)), constant_values=-1) for o in out])
+
+
 class HardConstrainedOperator(eqx.Module):
     """A PI-HC neural operator (Chalapathi, Du & Krishnapriyan, ICLR 2024): ``u = sum_n w_n*(a) b_n(a)``.
 
@@ -342,6 +370,15 @@ class HardConstrainedOperator(eqx.Module):
     kink at the ramp's ends, where a linear ramp puts a spike of ``1 / (2 overlap h^2)`` times the experts'
     difference into a finite-difference second derivative. On the residual's ``periodic`` axes
     (Navier–Stokes' x and y) the last and first blocks meet across the wrap and are blended there too.
+    ``schwarz`` (``none`` by default; ``lower``, ``upper`` or ``both``; needs ``overlap > 0``) adds one additive
+    Schwarz pass: after the experts' solves, each expert solves again, from its first coefficients, with
+    extra rows at the edge of its support (the points next to where its weight is zero, on the lower-index
+    side of each split axis, the upper side or both) asking its field to equal the blend of the other
+    experts' first fields there. The rows carry in what an expert's own rows leave open: on
+    diffusion–sorption, an expert away from ``x = 0`` never meets the inflow condition, so a front entering
+    its block from the left is not fixed by its rows; ``lower`` hands it the left neighbour's field. The
+    second solves are warm-started and differentiated implicitly like the first, whose coefficients the
+    edge values depend on; the stats add both passes' iterations.
     ``shared`` gives every expert all initial and boundary rows besides its PDE rows, wherever they lie (the
     PI-HC code's choice for diffusion–sorption; measured worse here, so off by default).
 
@@ -359,12 +396,14 @@ class HardConstrainedOperator(eqx.Module):
     experts: tuple[int, ...] = eqx.field(static=True)
     _rows: _Points = eqx.field(static=True)
     _owner: _Points = eqx.field(static=True)
+    _edge: _Points = eqx.field(static=True)
     rtol: float = eqx.field(static=True, default=1e-4)
     atol: float = eqx.field(static=True, default=1e-4)
     max_steps: int = eqx.field(static=True, default=100)
     ridge: float = eqx.field(static=True, default=1e-8)
     initial: bool = eqx.field(static=True, default=False)
     damping: float = eqx.field(static=True, default=1e-10)
+    schwarz: str = eqx.field(static=True, default="none")
 
     def __init__(
         self,
@@ -383,6 +422,7 @@ class HardConstrainedOperator(eqx.Module):
         initial: bool = False,
         damping: float = 1e-10,
         ramp: str = "linear",
+        schwarz: str = "none",
     ):
         grid = residual.grid
         experts = tuple(int(c) for c in (experts or (1,) * len(grid)))
@@ -396,6 +436,10 @@ class HardConstrainedOperator(eqx.Module):
         k = math.prod(experts)
         if overlap < 0:
             raise ValueError(f"overlap must be >= 0, got {overlap}")
+        if schwarz not in SCHWARZ:
+            raise ValueError(f"schwarz must be one of {', '.join(SCHWARZ)}, got {schwarz!r}")
+        if schwarz != "none" and (k == 1 or overlap <= 0):
+            raise ValueError(f"a Schwarz pass needs several experts and overlap > 0; got {k} expert(s), {overlap}")
         if ramp not in RAMPS:
             raise ValueError(f"ramp must be one of {', '.join(RAMPS)}, got {ramp!r}")
         # an expert constrains the rows where its weight is positive: its block, widened by the overlap
@@ -429,6 +473,8 @@ class HardConstrainedOperator(eqx.Module):
         idx = np.stack(np.meshgrid(*[np.arange(n) for n in grid], indexing="ij"), -1).reshape(-1, len(grid))
         owner = _expert_weights(idx, grid, experts, overlap, residual.periodic, ramp)
         self._owner = _Points(owner.reshape(grid + (k,)))
+        self._edge = _Points(_support_edges(owner.reshape(grid + (k,)), experts, residual.periodic, schwarz))
+        self.schwarz = schwarz
         self.rtol, self.atol, self.max_steps, self.ridge = rtol, atol, max_steps, ridge
         self.initial = bool(initial)
         self.damping = float(damping)
@@ -457,19 +503,26 @@ class HardConstrainedOperator(eqx.Module):
         n = b.shape[0]
 
         def rows(w, args):
-            tab, d, sel, off = args
+            tab, d, sel, off, (b_e, g_e, c_e) = args
             f = off + jnp.einsum("nfk,n->fk", tab, w)
             r = jnp.where(sel >= 0, res.pointwise(f, d, jnp.maximum(sel, 0)), 0.0)
+            # the Schwarz pass's edge rows: the field at the support's edge meets the neighbours' there
+            r = jnp.concatenate([r, c_e * (w @ b_e - g_e)])
             # a learned basis can be nearly collinear: the ridge keeps w* unique and the adjoint solvable
             return jnp.concatenate([r, math.sqrt(self.ridge) * w]) if self.ridge else r
 
-        def one(sel):
+        flat_b = b.reshape(n, -1)
+        edge = jnp.asarray(self._edge.data)  # (K, e): each expert's edge points (flat grid index), -1 padding
+
+        def one(sel, w0, e_sel, g):
             at = jnp.maximum(sel, 0)
-            args = (tables[:, :, at], data[:, at], sel, offset[:, at])
+            # the edge rows as one more term: scaled so their squared norm is a mean square, as the others'
+            c_e = jnp.where(e_sel >= 0, 1.0 / math.sqrt(max(edge.shape[1], 1)), 0.0).astype(b.dtype)
+            args = (tables[:, :, at], data[:, at], sel, offset[:, at], (flat_b[:, jnp.maximum(e_sel, 0)], g, c_e))
             sol = optx.least_squares(
                 rows,
                 solvers.DampedLevenbergMarquardt(self.rtol, self.atol, self.damping),
-                jnp.zeros((n,), b.dtype),
+                w0,
                 args=args,
                 max_steps=self.max_steps,
                 throw=False,
@@ -485,7 +538,21 @@ class HardConstrainedOperator(eqx.Module):
 
         # with several devices, the experts' solves are placed one block of experts per device
         k = self.n_experts
-        return shard_experts(jax.vmap(one)(shard_experts(jnp.asarray(self._rows.data), k)), k)
+        sel = shard_experts(jnp.asarray(self._rows.data), k)
+        none = jnp.zeros((k, 0), edge.dtype)  # the plain experts' solves meet no edge rows
+        w, stats = shard_experts(jax.vmap(one)(sel, jnp.zeros((k, n), b.dtype), none, none.astype(b.dtype)), k)
+        if self.schwarz == "none":
+            return w, stats
+        # one additive Schwarz pass: expert k solves again (from its first solution) and also meets, at its
+        # support's edge, the blend of the other experts' first fields there: the neighbours' values, which
+        # carry in what its own rows cannot fix (on diffusion-sorption, the front entering from the inflow)
+        weight = jnp.asarray(self._owner.data, b.dtype).reshape(-1, k)
+        mine = jnp.einsum("np,kn->pk", flat_b, w) * weight  # (points, K)
+        others = 1.0 - weight  # the weights are a partition of unity
+        g = (mine.sum(-1, keepdims=True) - mine) / jnp.where(others > 0, others, 1.0)
+        g_e = jnp.take_along_axis(g.T, jnp.maximum(edge, 0), axis=1)  # (K, e)
+        w, second = shard_experts(jax.vmap(one)(sel, jax.lax.stop_gradient(w), edge, g_e), k)
+        return w, ConstraintStats(stats.steps + second.steps, second.residual, stats.converged & second.converged)
 
     def combine(self, b: Float[Array, " N *grid"], w: Float[Array, "K N"]) -> Float[Array, "*grid"]:
         """The field: at each grid point the basis weighted by its experts' coefficients (one expert's, or

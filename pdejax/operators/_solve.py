@@ -13,7 +13,7 @@ from ..pinns._hard import split_counts
 from ._data import DATASETS, PHYSICS, OperatorDataset, generate, load_dataset, save_dataset
 from ._fno import FNO
 from ._onet import DeepONet, MultiONet
-from ._pihc import RAMPS
+from ._pihc import RAMPS, SCHWARZ
 from ._train import OperatorConfig, OperatorResult, predict_batched, train_operator
 
 OPERATOR_METHODS = ("fno", "deeponet", "multionet", "soft", "hc", "hc-moe")
@@ -33,12 +33,13 @@ OPERATOR_DEFAULTS: dict[str, dict[str, Any]] = {
     "navier_stokes_operator": dict(n_train=128, n_test=32, resolution=32, epochs=10, modes=8, width=24, depth=4),
 }
 # the PI-HC methods' defaults (damping: the constraint solves' first Levenberg-Marquardt damping)
-_PIHC = dict(batch_size=8, basis=16, experts=4, constraint_points=1024, overlap=0.0, ramp="linear", damping=1e-10)
+_PIHC = dict(batch_size=8, basis=16, experts=4, constraint_points=1024, overlap=0.0, ramp="linear", damping=1e-10,
+             schwarz="none")  # fmt: skip
 _ONET = dict(width=128, depth=4)  # DeepONet/MultiONet sizes unless given
 SETTING_KEYS = (
     "method", "n_train", "n_test", "resolution", "epochs", "batch_size", "learning_rate", "width", "depth",
     "modes", "labels", "physics_weight", "devices", "seed", "data", "basis", "experts", "constraint_points",
-    "overlap", "ramp", "damping",
+    "overlap", "ramp", "damping", "schwarz",
 )  # fmt: skip
 
 
@@ -53,7 +54,9 @@ def operator_settings(dataset: str, method: str = "fno", **overrides) -> dict[st
     file to read instead of generating); for hc/hc-moe ``basis`` (N basis fields), ``constraint_points`` (PDE rows
     in the solves) and, hc-moe only, ``experts`` (blocks in x; on Navier–Stokes a near-square split of (x, y), 4 = 2
     x 2 as in the PI-HC code), ``overlap`` (grid cells each block is widened by and blended over; 0: a hard
-    split) and ``ramp`` (the blend's shape: linear, smooth, smoother); for hc and hc-moe ``damping`` (the
+    split), ``ramp`` (the blend's shape: linear, smooth, smoother) and ``schwarz`` (none, lower, upper, both: a
+    second solve in which each expert also meets its neighbours' first fields at those edges of its overlap
+    region; needs overlap > 0); for hc and hc-moe ``damping`` (the
     solves' first Levenberg–Marquardt damping, default 1e-10: a Gauss–Newton first step).
     """
     if dataset not in DATASETS:
@@ -78,7 +81,7 @@ def operator_settings(dataset: str, method: str = "fno", **overrides) -> dict[st
         raise ValueError(f"{extra}: settings of the PI-HC methods {PIHC_METHODS}, not of {method!r}")
     if pihc and (given.get("labels") or given.get("physics_weight") == 0):
         raise ValueError(f"{method} trains on the physics loss alone: labels and physics_weight are fixed")
-    for k in ("experts", "overlap", "ramp"):
+    for k in ("experts", "overlap", "ramp", "schwarz"):
         if k in given and method != "hc-moe":
             raise ValueError(f"{k} is a setting of hc-moe")
     if pihc and int(given.get("devices", 1)) != 1:
@@ -94,6 +97,10 @@ def operator_settings(dataset: str, method: str = "fno", **overrides) -> dict[st
         raise ValueError(f"overlap must be in [0, resolution], got {s['overlap']}")
     if pihc and s["ramp"] not in RAMPS:
         raise ValueError(f"ramp must be one of {', '.join(RAMPS)}, got {s['ramp']!r}")
+    if pihc and s["schwarz"] not in SCHWARZ:
+        raise ValueError(f"schwarz must be one of {', '.join(SCHWARZ)}, got {s['schwarz']!r}")
+    if pihc and s["schwarz"] != "none" and not float(s["overlap"]) > 0:
+        raise ValueError(f"schwarz={s['schwarz']} couples overlapping experts: it needs overlap > 0")
     if pihc and not float(s["damping"]) > 0:
         raise ValueError(f"damping must be > 0, got {s['damping']}")
     spatial = 2 if dataset == "navier_stokes_operator" else 1  # (x, y, t) and (x, t) grids
@@ -132,8 +139,8 @@ def build_pihc_operator(settings: dict, data: OperatorDataset, *, key, **layer) 
     in x and y and 4 in t, padded by 5 in t only (x and y are periodic); every model's field is
     ``w0 + (t / T) N`` (:class:`~pdejax.operators.InitialValueField`; the PI-HC code's form), so the
     constraint rows are the PDE's alone. ``layer``: further options of the
-    constraint layer (``max_steps``, ``ridge``, ``shared``; given ones override ``settings``' overlap, ramp and
-    damping)."""
+    constraint layer (``max_steps``, ``ridge``, ``shared``; given ones override ``settings``' overlap, ramp,
+    schwarz and damping)."""
     from ._pihc import HardConstrainedOperator, InitialValueField, diffusion_sorption_residual, navier_stokes_residual
 
     method, m = settings["method"], int(settings["modes"])
@@ -152,9 +159,10 @@ def build_pihc_operator(settings: dict, data: OperatorDataset, *, key, **layer) 
     else:
         residual = diffusion_sorption_residual(*data.grid)
     moe = method == "hc-moe"
-    # runs saved before ramp and damping were settings lack them: their values then were these defaults
+    # runs saved before ramp, schwarz and damping were settings lack them: their values then were these defaults
     layer = dict(overlap=float(settings.get("overlap", 0.0)) if moe else 0.0,
                  ramp=settings.get("ramp", "linear") if moe else "linear",
+                 schwarz=settings.get("schwarz", "none") if moe else "none",
                  damping=float(settings.get("damping", 1e-10))) | layer  # fmt: skip
     return HardConstrainedOperator(net, residual, experts, n_constraint=n, seed=int(settings["seed"]), initial=ns,
                                    **layer)  # fmt: skip

@@ -90,7 +90,7 @@ def test_darcy_with_the_physics_loss_and_few_labels(tmp_path):
         ),
         (
             ["compare", "diffusion_sorption_operator", "--methods", "hc", "--param", "nu=2"],
-            "--param nu: the --params of an operator compare are experts, overlap, ramp, damping",
+            "--param nu: the --params of an operator compare are experts, overlap, ramp, schwarz, damping",
         ),
         (["solve", "diffusion_sorption_operator", "--method", "hc", "--param", "ramp=smooth"], "ramp is a setting of"),
         (["solve", "diffusion_sorption_operator", "--method", "soft", "--param", "damping=1"], "damping is a setting"),
@@ -99,6 +99,15 @@ def test_darcy_with_the_physics_loss_and_few_labels(tmp_path):
         (
             ["solve", "diffusion_sorption_operator", "--method", "hc-moe", "--param", "ramp=cosine"],
             "ramp must be one of linear, smooth, smoother",
+        ),
+        (["solve", "diffusion_sorption_operator", "--method", "hc", "--param", "schwarz=lower"], "schwarz is a"),
+        (
+            ["solve", "diffusion_sorption_operator", "--method", "hc-moe", "--param", "schwarz=left"],
+            "schwarz must be one of none, lower, upper, both",
+        ),
+        (
+            ["solve", "diffusion_sorption_operator", "--method", "hc-moe", "--param", "schwarz=lower"],
+            "schwarz=lower couples overlapping experts: it needs overlap > 0",
         ),
     ],
 )
@@ -123,7 +132,7 @@ def test_physics_only_diffusion_sorption_operators_train_report_their_solves_and
     # solves' statistics on the test set in metrics.json
     out = tmp_path / "moe"
     args = ["solve", "diffusion_sorption_operator", "--method", "hc-moe", "--param", "experts=2", "--param",
-            "overlap=1", "--param", "ramp=smooth", "--param", "damping=1", "--n-train", "8",
+            "overlap=1", "--param", "ramp=smooth", "--param", "damping=1", "--param", "schwarz=lower", "--n-train", "8",
             "--n-test", "4", "--resolution", "12", "--basis", "4", "--constraint-points", "32", "--modes", "3",
             "--out", str(out), *TINY]  # fmt: skip
     assert main(args) == 0
@@ -133,6 +142,7 @@ def test_physics_only_diffusion_sorption_operators_train_report_their_solves_and
         and m["settings"]["overlap"] == 1.0
         and m["settings"]["ramp"] == "smooth"
         and m["settings"]["damping"] == 1.0
+        and m["settings"]["schwarz"] == "lower"
         and m["settings"]["basis"] == 4
         and m["settings"]["labels"] == 0.0
     )
@@ -156,10 +166,10 @@ def test_physics_only_diffusion_sorption_operators_train_report_their_solves_and
     op = O.build_pihc_operator(m["settings"], data, key=jax.random.PRNGKey(0))
     idx = np.stack(np.meshgrid(np.arange(12), np.arange(data.grid[-1]), indexing="ij"), -1).reshape(-1, 2)
     smooth = _expert_weights(idx, data.grid, (2, 1), 1.0, ramp="smooth").reshape(*data.grid, 2)
-    assert op.damping == 1.0 and np.array_equal(op._owner.data, smooth)
-    old = {k: v for k, v in m["settings"].items() if k not in ("ramp", "damping")}
+    assert op.damping == 1.0 and op.schwarz == "lower" and np.array_equal(op._owner.data, smooth)
+    old = {k: v for k, v in m["settings"].items() if k not in ("ramp", "damping", "schwarz")}
     op = O.build_pihc_operator(old, data, key=jax.random.PRNGKey(0))
-    assert op.damping == 1e-10 and not np.array_equal(op._owner.data, smooth)
+    assert op.damping == 1e-10 and op.schwarz == "none" and not np.array_equal(op._owner.data, smooth)
 
 
 def test_physics_only_navier_stokes_operator_from_the_cli(tmp_path):
