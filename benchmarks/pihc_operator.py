@@ -103,15 +103,14 @@ def main():
     print(f"u0 held still: rel L2 {held:.3e}")
 
     solver = ({} if args.damping is None else {"damping": args.damping}) | {"ramp": args.ramp}
-    moe_only = {"schwarz": args.schwarz}
 
     def build(method):
         settings = dict(method=method, modes=args.modes, width=args.width, depth=4, basis=args.basis,
                         experts=args.experts, constraint_points=args.constraint_points, seed=args.seed,
-                        overlap=args.overlap)  # fmt: skip
+                        overlap=args.overlap, schwarz=args.schwarz)  # fmt: skip
         return build_pihc_operator(settings, data, key=jax.random.PRNGKey(args.seed), max_steps=args.max_steps,
                                    ridge=args.ridge, shared=args.shared, rtol=args.rtol, atol=args.atol,
-                                   **solver, **(moe_only if method == "hc-moe" else {}))  # fmt: skip
+                                   **solver)  # fmt: skip
 
     steps_per_epoch = args.train // args.batch
     cfg = OperatorConfig(

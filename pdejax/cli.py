@@ -886,8 +886,7 @@ _HC_PARAMS = {
 
 def _hc_params(rest: list[tuple[str, str]], methods: list[str], what: str) -> dict[str, dict]:
     """``--param overlap=C`` / ``ramp=R`` / ``schwarz=S`` (hc-moe) and ``damping=D`` (hc, hc-moe) of physics-only
-    operators,
-    as settings per method (``{method: {name: value}}``; the last of repeated values wins). Refuses other
+    operators, as settings per method (``{method: {name: value}}``; the last of repeated values wins). Refuses other
     names, values of the wrong type, and names that none of ``methods`` takes."""
     names = ", ".join(("experts", *_HC_PARAMS))
     out = {m: {} for m in methods}
