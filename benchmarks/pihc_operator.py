@@ -47,6 +47,7 @@ def main():
     ap.add_argument("--overlap", type=float, default=0.0, help="hc-moe: blend width in grid cells (0: hard split)")
     ap.add_argument("--ramp", default="linear", help="hc-moe: blend ramp shape (linear, smooth, smoother)")
     ap.add_argument("--schwarz", default="none", help="hc-moe: Schwarz pass edges (none, lower, upper, both)")
+    ap.add_argument("--passes", type=int, default=1, help="hc-moe: Schwarz passes (with --schwarz)")
     ap.add_argument("--shared", action="store_true", help="hc-moe: every expert meets all IC/BC rows")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=5)
@@ -107,7 +108,7 @@ def main():
     def build(method):
         settings = dict(method=method, modes=args.modes, width=args.width, depth=4, basis=args.basis,
                         experts=args.experts, constraint_points=args.constraint_points, seed=args.seed,
-                        overlap=args.overlap, schwarz=args.schwarz)  # fmt: skip
+                        overlap=args.overlap, schwarz=args.schwarz, passes=args.passes)  # fmt: skip
         return build_pihc_operator(settings, data, key=jax.random.PRNGKey(args.seed), max_steps=args.max_steps,
                                    ridge=args.ridge, shared=args.shared, rtol=args.rtol, atol=args.atol,
                                    **solver)  # fmt: skip

@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="problem parameter, repeatable (e.g. --param beta=50; PI-HC operators: experts, overlap, ramp, schwarz, "
-        "damping)",
+        "passes, damping)",
     )
     s.add_argument("--model", choices=MODELS, default=None)
     s.add_argument("--width", type=_positive_int, default=None)
@@ -880,14 +880,15 @@ _HC_PARAMS = {
     "overlap": (("hc-moe",), float, "a number of grid cells"),
     "ramp": (("hc-moe",), str, "linear, smooth or smoother"),
     "schwarz": (("hc-moe",), str, "none, lower, upper or both"),
+    "passes": (("hc-moe",), int, "a whole number of Schwarz passes"),
     "damping": (("hc", "hc-moe"), float, "a positive number"),
 }
 
 
 def _hc_params(rest: list[tuple[str, str]], methods: list[str], what: str) -> dict[str, dict]:
-    """``--param overlap=C`` / ``ramp=R`` / ``schwarz=S`` (hc-moe) and ``damping=D`` (hc, hc-moe) of physics-only
-    operators, as settings per method (``{method: {name: value}}``; the last of repeated values wins). Refuses other
-    names, values of the wrong type, and names that none of ``methods`` takes."""
+    """``--param overlap=C`` / ``ramp=R`` / ``schwarz=S`` / ``passes=P`` (hc-moe) and ``damping=D`` (hc, hc-moe)
+    of physics-only operators, as settings per method (``{method: {name: value}}``; the last of repeated values
+    wins). Refuses other names, values of the wrong type, and names that none of ``methods`` takes."""
     names = ", ".join(("experts", *_HC_PARAMS))
     out = {m: {} for m in methods}
     for key, text in rest:

@@ -378,7 +378,8 @@ class HardConstrainedOperator(eqx.Module):
     diffusion–sorption, an expert away from ``x = 0`` never meets the inflow condition, so a front entering
     its block from the left is not fixed by its rows; ``lower`` hands it the left neighbour's field. The
     second solves are warm-started and differentiated implicitly like the first, whose coefficients the
-    edge values depend on; the stats add both passes' iterations.
+    edge values depend on; the stats add both passes' iterations. ``passes`` (default 1) repeats the pass,
+    each from the fields of the one before, so a value can travel across more than one expert.
     ``shared`` gives every expert all initial and boundary rows besides its PDE rows, wherever they lie (the
     PI-HC code's choice for diffusion–sorption; measured worse here, so off by default).
 
@@ -404,6 +405,7 @@ class HardConstrainedOperator(eqx.Module):
     initial: bool = eqx.field(static=True, default=False)
     damping: float = eqx.field(static=True, default=1e-10)
     schwarz: str = eqx.field(static=True, default="none")
+    passes: int = eqx.field(static=True, default=1)
 
     def __init__(
         self,
@@ -423,6 +425,7 @@ class HardConstrainedOperator(eqx.Module):
         damping: float = 1e-10,
         ramp: str = "linear",
         schwarz: str = "none",
+        passes: int = 1,
     ):
         grid = residual.grid
         experts = tuple(int(c) for c in (experts or (1,) * len(grid)))
@@ -440,6 +443,8 @@ class HardConstrainedOperator(eqx.Module):
             raise ValueError(f"schwarz must be one of {', '.join(SCHWARZ)}, got {schwarz!r}")
         if schwarz != "none" and (k == 1 or overlap <= 0):
             raise ValueError(f"a Schwarz pass needs several experts and overlap > 0; got {k} expert(s), {overlap}")
+        if passes < 1:
+            raise ValueError(f"passes must be >= 1, got {passes}")
         if ramp not in RAMPS:
             raise ValueError(f"ramp must be one of {', '.join(RAMPS)}, got {ramp!r}")
         # an expert constrains the rows where its weight is positive: its block, widened by the overlap
@@ -475,6 +480,7 @@ class HardConstrainedOperator(eqx.Module):
         self._owner = _Points(owner.reshape(grid + (k,)))
         self._edge = _Points(_support_edges(owner.reshape(grid + (k,)), experts, residual.periodic, schwarz))
         self.schwarz = schwarz
+        self.passes = int(passes)
         self.rtol, self.atol, self.max_steps, self.ridge = rtol, atol, max_steps, ridge
         self.initial = bool(initial)
         self.damping = float(damping)
@@ -543,16 +549,19 @@ class HardConstrainedOperator(eqx.Module):
         w, stats = shard_experts(jax.vmap(one)(sel, jnp.zeros((k, n), b.dtype), none, none.astype(b.dtype)), k)
         if self.schwarz == "none":
             return w, stats
-        # one additive Schwarz pass: expert k solves again (from its first solution) and also meets, at its
-        # support's edge, the blend of the other experts' first fields there: the neighbours' values, which
+        # additive Schwarz passes: expert k solves again (from its last solution) and also meets, at its
+        # support's edge, the blend of the other experts' last fields there: the neighbours' values, which
         # carry in what its own rows cannot fix (on diffusion-sorption, the front entering from the inflow)
         weight = jnp.asarray(self._owner.data, b.dtype).reshape(-1, k)
-        mine = jnp.einsum("np,kn->pk", flat_b, w) * weight  # (points, K)
         others = 1.0 - weight  # the weights are a partition of unity
-        g = (mine.sum(-1, keepdims=True) - mine) / jnp.where(others > 0, others, 1.0)
-        g_e = jnp.take_along_axis(g.T, jnp.maximum(edge, 0), axis=1)  # (K, e)
-        w, second = shard_experts(jax.vmap(one)(sel, jax.lax.stop_gradient(w), edge, g_e), k)
-        return w, ConstraintStats(stats.steps + second.steps, second.residual, stats.converged & second.converged)
+        steps, converged = stats.steps, stats.converged
+        for _ in range(self.passes):
+            mine = jnp.einsum("np,kn->pk", flat_b, w) * weight  # (points, K)
+            g = (mine.sum(-1, keepdims=True) - mine) / jnp.where(others > 0, others, 1.0)
+            g_e = jnp.take_along_axis(g.T, jnp.maximum(edge, 0), axis=1)  # (K, e)
+            w, stats = shard_experts(jax.vmap(one)(sel, jax.lax.stop_gradient(w), edge, g_e), k)
+            steps, converged = steps + stats.steps, converged & stats.converged
+        return w, ConstraintStats(steps, stats.residual, converged)
 
     def combine(self, b: Float[Array, " N *grid"], w: Float[Array, "K N"]) -> Float[Array, "*grid"]:
         """The field: at each grid point the basis weighted by its experts' coefficients (one expert's, or

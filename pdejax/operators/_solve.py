@@ -34,12 +34,12 @@ OPERATOR_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 # the PI-HC methods' defaults (damping: the constraint solves' first Levenberg-Marquardt damping)
 _PIHC = dict(batch_size=8, basis=16, experts=4, constraint_points=1024, overlap=0.0, ramp="linear", damping=1e-10,
-             schwarz="none")  # fmt: skip
+             schwarz="none", passes=1)  # fmt: skip
 _ONET = dict(width=128, depth=4)  # DeepONet/MultiONet sizes unless given
 SETTING_KEYS = (
     "method", "n_train", "n_test", "resolution", "epochs", "batch_size", "learning_rate", "width", "depth",
     "modes", "labels", "physics_weight", "devices", "seed", "data", "basis", "experts", "constraint_points",
-    "overlap", "ramp", "damping", "schwarz",
+    "overlap", "ramp", "damping", "schwarz", "passes",
 )  # fmt: skip
 
 
@@ -56,7 +56,8 @@ def operator_settings(dataset: str, method: str = "fno", **overrides) -> dict[st
     x 2 as in the PI-HC code), ``overlap`` (grid cells each block is widened by and blended over; 0: a hard
     split), ``ramp`` (the blend's shape: linear, smooth, smoother) and ``schwarz`` (none, lower, upper, both: a
     second solve in which each expert also meets its neighbours' first fields at those edges of its overlap
-    region; needs overlap > 0); for hc and hc-moe ``damping`` (the
+    region; needs overlap > 0) and ``passes`` (how many such solves, each from the fields of the one before;
+    default 1); for hc and hc-moe ``damping`` (the
     solves' first Levenberg–Marquardt damping, default 1e-10: a Gauss–Newton first step).
     """
     if dataset not in DATASETS:
@@ -81,7 +82,7 @@ def operator_settings(dataset: str, method: str = "fno", **overrides) -> dict[st
         raise ValueError(f"{extra}: settings of the PI-HC methods {PIHC_METHODS}, not of {method!r}")
     if pihc and (given.get("labels") or given.get("physics_weight") == 0):
         raise ValueError(f"{method} trains on the physics loss alone: labels and physics_weight are fixed")
-    for k in ("experts", "overlap", "ramp", "schwarz"):
+    for k in ("experts", "overlap", "ramp", "schwarz", "passes"):
         if k in given and method != "hc-moe":
             raise ValueError(f"{k} is a setting of hc-moe")
     if pihc and int(given.get("devices", 1)) != 1:
@@ -90,7 +91,7 @@ def operator_settings(dataset: str, method: str = "fno", **overrides) -> dict[st
     for k in ("n_train", "n_test", "epochs", "batch_size", "width", "depth", "modes", "devices"):
         if int(s[k]) < 1:
             raise ValueError(f"{k} must be >= 1, got {s[k]}")
-    for k in ("basis", "experts", "constraint_points"):
+    for k in ("basis", "experts", "constraint_points", "passes"):
         if pihc and int(s[k]) < 1:
             raise ValueError(f"{k} must be >= 1, got {s[k]}")
     if pihc and not 0 <= float(s["overlap"]) <= int(s["resolution"]):
@@ -101,6 +102,8 @@ def operator_settings(dataset: str, method: str = "fno", **overrides) -> dict[st
         raise ValueError(f"schwarz must be one of {', '.join(SCHWARZ)}, got {s['schwarz']!r}")
     if pihc and s["schwarz"] != "none" and not float(s["overlap"]) > 0:
         raise ValueError(f"schwarz={s['schwarz']} couples overlapping experts: it needs overlap > 0")
+    if pihc and int(s["passes"]) != 1 and s["schwarz"] == "none":
+        raise ValueError(f"passes={s['passes']} counts Schwarz passes: it needs schwarz=lower, upper or both")
     if pihc and not float(s["damping"]) > 0:
         raise ValueError(f"damping must be > 0, got {s['damping']}")
     spatial = 2 if dataset == "navier_stokes_operator" else 1  # (x, y, t) and (x, t) grids
@@ -140,7 +143,7 @@ def build_pihc_operator(settings: dict, data: OperatorDataset, *, key, **layer) 
     ``w0 + (t / T) N`` (:class:`~pdejax.operators.InitialValueField`; the PI-HC code's form), so the
     constraint rows are the PDE's alone. ``layer``: further options of the
     constraint layer (``max_steps``, ``ridge``, ``shared``; given ones override ``settings``' overlap, ramp,
-    schwarz and damping)."""
+    schwarz, passes and damping)."""
     from ._pihc import HardConstrainedOperator, InitialValueField, diffusion_sorption_residual, navier_stokes_residual
 
     method, m = settings["method"], int(settings["modes"])
@@ -159,10 +162,11 @@ def build_pihc_operator(settings: dict, data: OperatorDataset, *, key, **layer) 
     else:
         residual = diffusion_sorption_residual(*data.grid)
     moe = method == "hc-moe"
-    # runs saved before ramp, schwarz and damping were settings lack them: their values then were these defaults
+    # runs saved before ramp, schwarz, passes and damping were settings lack them: their values then were these defaults
     layer = dict(overlap=float(settings.get("overlap", 0.0)) if moe else 0.0,
                  ramp=settings.get("ramp", "linear") if moe else "linear",
                  schwarz=settings.get("schwarz", "none") if moe else "none",
+                 passes=int(settings.get("passes", 1)) if moe else 1,
                  damping=float(settings.get("damping", 1e-10))) | layer  # fmt: skip
     return HardConstrainedOperator(net, residual, experts, n_constraint=n, seed=int(settings["seed"]), initial=ns,
                                    **layer)  # fmt: skip

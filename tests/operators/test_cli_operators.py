@@ -90,7 +90,7 @@ def test_darcy_with_the_physics_loss_and_few_labels(tmp_path):
         ),
         (
             ["compare", "diffusion_sorption_operator", "--methods", "hc", "--param", "nu=2"],
-            "--param nu: the --params of an operator compare are experts, overlap, ramp, schwarz, damping",
+            "--param nu: the --params of an operator compare are experts, overlap, ramp, schwarz, passes, damping",
         ),
         (["solve", "diffusion_sorption_operator", "--method", "hc", "--param", "ramp=smooth"], "ramp is a setting of"),
         (["solve", "diffusion_sorption_operator", "--method", "soft", "--param", "damping=1"], "damping is a setting"),
@@ -108,6 +108,19 @@ def test_darcy_with_the_physics_loss_and_few_labels(tmp_path):
         (
             ["solve", "diffusion_sorption_operator", "--method", "hc-moe", "--param", "schwarz=lower"],
             "schwarz=lower couples overlapping experts: it needs overlap > 0",
+        ),
+        (
+            ["solve", "diffusion_sorption_operator", "--method", "hc-moe", "--param", "passes=2"],
+            "passes=2 counts Schwarz passes: it needs schwarz=lower, upper or both",
+        ),
+        (
+            ["solve", "diffusion_sorption_operator", "--method", "hc-moe", "--param", "passes=two"],
+            "--param passes must be a whole number of Schwarz passes, got 'two'",
+        ),
+        (
+            "solve diffusion_sorption_operator --method hc-moe --param overlap=1 --param schwarz=lower --param "
+            "passes=0".split(),
+            "passes must be >= 1, got 0",
         ),
     ],
 )
@@ -132,8 +145,9 @@ def test_physics_only_diffusion_sorption_operators_train_report_their_solves_and
     # solves' statistics on the test set in metrics.json
     out = tmp_path / "moe"
     args = ["solve", "diffusion_sorption_operator", "--method", "hc-moe", "--param", "experts=2", "--param",
-            "overlap=1", "--param", "ramp=smooth", "--param", "damping=1", "--param", "schwarz=lower", "--n-train", "8",
-            "--n-test", "4", "--resolution", "12", "--basis", "4", "--constraint-points", "32", "--modes", "3",
+            "overlap=1", "--param", "ramp=smooth", "--param", "damping=1", "--param", "schwarz=lower", "--param",
+            "passes=2", "--n-train", "8", "--n-test", "4", "--resolution", "12", "--basis", "4", "--constraint-points",
+            "32", "--modes", "3",
             "--out", str(out), *TINY]  # fmt: skip
     assert main(args) == 0
     m = json.loads((out / "metrics.json").read_text())
@@ -143,6 +157,7 @@ def test_physics_only_diffusion_sorption_operators_train_report_their_solves_and
         and m["settings"]["ramp"] == "smooth"
         and m["settings"]["damping"] == 1.0
         and m["settings"]["schwarz"] == "lower"
+        and m["settings"]["passes"] == 2
         and m["settings"]["basis"] == 4
         and m["settings"]["labels"] == 0.0
     )
@@ -166,10 +181,11 @@ def test_physics_only_diffusion_sorption_operators_train_report_their_solves_and
     op = O.build_pihc_operator(m["settings"], data, key=jax.random.PRNGKey(0))
     idx = np.stack(np.meshgrid(np.arange(12), np.arange(data.grid[-1]), indexing="ij"), -1).reshape(-1, 2)
     smooth = _expert_weights(idx, data.grid, (2, 1), 1.0, ramp="smooth").reshape(*data.grid, 2)
-    assert op.damping == 1.0 and op.schwarz == "lower" and np.array_equal(op._owner.data, smooth)
-    old = {k: v for k, v in m["settings"].items() if k not in ("ramp", "damping", "schwarz")}
+    assert op.damping == 1.0 and op.schwarz == "lower" and op.passes == 2 and np.array_equal(op._owner.data, smooth)
+    old = {k: v for k, v in m["settings"].items() if k not in ("ramp", "damping", "schwarz", "passes")}
     op = O.build_pihc_operator(old, data, key=jax.random.PRNGKey(0))
-    assert op.damping == 1e-10 and op.schwarz == "none" and not np.array_equal(op._owner.data, smooth)
+    assert op.damping == 1e-10 and op.schwarz == "none" and op.passes == 1
+    assert not np.array_equal(op._owner.data, smooth)
 
 
 def test_physics_only_navier_stokes_operator_from_the_cli(tmp_path):

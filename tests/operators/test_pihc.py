@@ -139,16 +139,17 @@ def _small(nx=8, nt=5, n=4, key=0):
 
 
 @pytest.mark.long
-@pytest.mark.parametrize("schwarz", ["none", "lower"])
-def test_constraint_layer_gradient_is_implicit_and_matches_unrolled_and_finite_differences(schwarz):
+@pytest.mark.parametrize("schwarz,passes", [("none", 1), ("lower", 1), ("lower", 2)])
+def test_constraint_layer_gradient_is_implicit_and_matches_unrolled_and_finite_differences(schwarz, passes):
     # two experts (one expert is the same code with one block); the unrolled gradient differentiates
     # through every Levenberg-Marquardt iteration, the implicit one solves one linear system at the solution.
     # With a Schwarz pass the second solves' edge values depend on the first solves' coefficients: both
-    # chains of implicit derivatives must be there
+    # chains of implicit derivatives must be there (with two passes, three chains)
     res, net, a, x = _small()
     # the warm-started second solve creeps at rounding level under rtol 1e-12 (100 steps, same residual)
     tol = dict(rtol=1e-12, atol=1e-14, overlap=0.0) if schwarz == "none" else dict(rtol=1e-10, atol=1e-12, overlap=1.0)
-    op = HardConstrainedOperator(net, res, (2, 1), max_steps=100, ridge=1e-6, schwarz=schwarz, **tol)
+    op = HardConstrainedOperator(net, res, (2, 1), max_steps=100, ridge=1e-6, schwarz=schwarz, passes=passes,
+                                 **tol)  # fmt: skip
     physics = grid_physics(res)
     params, static = eqx.partition(op, eqx.is_inexact_array)
 
@@ -269,26 +270,42 @@ def test_schwarz_pass_meets_the_neighbours_first_fields_at_the_support_edge():
     op = HardConstrainedOperator(_Fixed(b), res, (3, 1), schwarz="lower", **kw)
     w, stats = op.coefficients(b, target)
     assert bool(jnp.all(stats.converged))
-    # the reference by numpy: expert k fits the target on its support and, at its lower edge (x = 2 for
-    # expert 1, x = 6 for expert 2), the other experts' blend of their first fits, as one more mean-square term
     B = np.asarray(b).reshape(n, -1).T
     own = np.asarray(op._owner.data).reshape(-1, 3)
-    fields = B @ np.asarray(first).T
-    for k, edge_x in ((0, None), (1, 2), (2, 6)):
-        rows, rhs = [B[own[:, k] > 0]], [np.asarray(target[0]).ravel()[own[:, k] > 0]]
-        if edge_x is not None:
-            e = np.ravel_multi_index((np.full(nt, edge_x), np.arange(nt)), (nx, nt))
-            g = ((fields * own).sum(1)[e] - fields[e, k] * own[e, k]) / (1 - own[e, k])
-            rows.append(B[e] / np.sqrt(nt))
-            rhs.append(g / np.sqrt(nt))
-        ref, *_ = np.linalg.lstsq(np.concatenate(rows), np.concatenate(rhs), rcond=None)
-        np.testing.assert_allclose(np.asarray(w[k]), ref, rtol=1e-9, atol=1e-12)
+
+    def schwarz_pass(prev):
+        # the reference by numpy: expert k fits the target on its support and, at its lower edge (x = 2 for
+        # expert 1, x = 6 for expert 2), the other experts' blend of their previous fits, as one more
+        # mean-square term
+        fields, out = B @ prev.T, []
+        for k, edge_x in ((0, None), (1, 2), (2, 6)):
+            rows, rhs = [B[own[:, k] > 0]], [np.asarray(target[0]).ravel()[own[:, k] > 0]]
+            if edge_x is not None:
+                e = np.ravel_multi_index((np.full(nt, edge_x), np.arange(nt)), (nx, nt))
+                g = ((fields * own).sum(1)[e] - fields[e, k] * own[e, k]) / (1 - own[e, k])
+                rows.append(B[e] / np.sqrt(nt))
+                rhs.append(g / np.sqrt(nt))
+            out.append(np.linalg.lstsq(np.concatenate(rows), np.concatenate(rhs), rcond=None)[0])
+        return np.stack(out)
+
+    once = schwarz_pass(np.asarray(first))
+    np.testing.assert_allclose(np.asarray(w), once, rtol=1e-9, atol=1e-12)
+    # a second pass starts from the first pass's fields: expert 2 now sees expert 1's corrected field
+    w2, stats2 = HardConstrainedOperator(_Fixed(b), res, (3, 1), schwarz="lower", passes=2, **kw).coefficients(
+        b, target
+    )
+    assert bool(jnp.all(stats2.converged)) and bool(jnp.all(stats2.steps > stats.steps))
+    twice = schwarz_pass(once)
+    np.testing.assert_allclose(np.asarray(w2), twice, rtol=1e-9, atol=1e-12)
+    assert not np.allclose(twice[2], once[2])
     assert not np.allclose(np.asarray(w[1]), np.asarray(first[1]))  # the edge rows did move expert 1
     np.testing.assert_allclose(np.asarray(w[0]), np.asarray(first[0]), rtol=1e-9)  # expert 0 has no lower edge
     with pytest.raises(ValueError, match="schwarz must be one of none, lower, upper, both"):
         HardConstrainedOperator(_Fixed(b), res, (3, 1), overlap=2.0, schwarz="left")
     with pytest.raises(ValueError, match="needs several experts and overlap > 0"):
         HardConstrainedOperator(_Fixed(b), res, (3, 1), schwarz="lower")
+    with pytest.raises(ValueError, match="passes must be >= 1, got 0"):
+        HardConstrainedOperator(_Fixed(b), res, (3, 1), overlap=2.0, schwarz="lower", passes=0)
 
 
 def test_smooth_ramps_partition_unity_on_the_same_rows_without_the_linear_ramps_kinks():
