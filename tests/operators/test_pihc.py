@@ -308,6 +308,39 @@ def test_schwarz_pass_meets_the_neighbours_first_fields_at_the_support_edge():
         HardConstrainedOperator(_Fixed(b), res, (3, 1), overlap=2.0, schwarz="lower", passes=0)
 
 
+def test_solves_one_after_another_give_the_batched_fields_and_gradients():
+    # loop="map" runs each sample's and expert's solve as its own loop (each stops at its own count),
+    # loop="vmap" as one batched loop: the same minimisers, so the same fields and implicit gradients
+    res = diffusion_sorption_residual(8, 5, D, T)
+    net = FNO(1, 4, (3, 3), 4, 1, proj=8, key=jax.random.PRNGKey(0))
+    a, _ = diffusion_sorption_pairs(jax.random.PRNGKey(5), 3, 8, 5)
+    x = jnp.asarray(diffusion_sorption_grid(8, 5))
+    physics = grid_physics(res)
+    out = {}
+    for loop in ("vmap", "map"):
+        op = HardConstrainedOperator(net, res, (2, 1), rtol=1e-10, atol=1e-12, ridge=1e-6, overlap=1.0,
+                                     schwarz="lower", passes=2, loop=loop)  # fmt: skip
+        assert op._sequential() == (loop == "map")
+        p, s = eqx.partition(op, eqx.is_inexact_array)
+
+        def loss(p, s=s):
+            u, stats = eqx.combine(p, s).solve(a, x)
+            return jnp.mean(jax.vmap(physics)(a, u)), (u, stats)
+
+        g, (u, stats) = jax.jit(jax.grad(loss, has_aux=True))(p)
+        assert stats.steps.shape == (3, 2) and bool(jnp.all(stats.converged))
+        out[loop] = u, jax.flatten_util.ravel_pytree(g)[0]
+    np.testing.assert_allclose(out["map"][0], out["vmap"][0], rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(out["map"][1], out["vmap"][1], rtol=1e-6, atol=1e-8 * np.abs(out["vmap"][1]).max())
+    # auto: one after another with Schwarz passes on one CPU device; batched without passes
+    auto = HardConstrainedOperator(net, res, (2, 1), overlap=1.0, schwarz="lower")
+    plain = HardConstrainedOperator(net, res, (2, 1), overlap=1.0)
+    assert auto.loop == "auto" and auto._sequential() == (jax.default_backend() == "cpu" and jax.device_count() == 1)
+    assert not plain._sequential()
+    with pytest.raises(ValueError, match="loop must be one of auto, vmap, map, got 'scan'"):
+        HardConstrainedOperator(net, res, (2, 1), loop="scan")
+
+
 def test_smooth_ramps_partition_unity_on_the_same_rows_without_the_linear_ramps_kinks():
     from pdejax.operators._pihc import _expert_weights
 
