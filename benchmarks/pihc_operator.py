@@ -48,6 +48,7 @@ def main():
     ap.add_argument("--ramp", default="linear", help="hc-moe: blend ramp shape (linear, smooth, smoother)")
     ap.add_argument("--schwarz", default="none", help="hc-moe: Schwarz pass edges (none, lower, upper, both)")
     ap.add_argument("--passes", type=int, default=1, help="hc-moe: Schwarz passes (with --schwarz)")
+    ap.add_argument("--order", default="additive", help="hc-moe: Schwarz passes additive or multiplicative")
     ap.add_argument("--loop", default="auto", help="hc/hc-moe: solves batched (vmap), one by one (map) or auto")
     ap.add_argument("--shared", action="store_true", help="hc-moe: every expert meets all IC/BC rows")
     ap.add_argument("--seed", type=int, default=0)
@@ -104,7 +105,11 @@ def main():
     held = float(np.mean(relative_l2_per_sample(test.inputs, test.outputs)))
     print(f"u0 held still: rel L2 {held:.3e}")
 
-    solver = ({} if args.damping is None else {"damping": args.damping}) | {"ramp": args.ramp, "loop": args.loop}
+    solver = ({} if args.damping is None else {"damping": args.damping}) | {
+        "ramp": args.ramp,
+        "loop": args.loop,
+        "order": args.order,
+    }
 
     def build(method):
         settings = dict(method=method, modes=args.modes, width=args.width, depth=4, basis=args.basis,

@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="problem parameter, repeatable (e.g. --param beta=50; PI-HC operators: experts, overlap, ramp, schwarz, "
-        "passes, damping)",
+        "passes, order, damping, ridge)",
     )
     s.add_argument("--model", choices=MODELS, default=None)
     s.add_argument("--width", type=_positive_int, default=None)
@@ -881,12 +881,15 @@ _HC_PARAMS = {
     "ramp": (("hc-moe",), str, "linear, smooth or smoother"),
     "schwarz": (("hc-moe",), str, "none, lower, upper or both"),
     "passes": (("hc-moe",), int, "a whole number of Schwarz passes"),
+    "order": (("hc-moe",), str, "additive or multiplicative"),
     "damping": (("hc", "hc-moe"), float, "a positive number"),
+    "ridge": (("hc", "hc-moe"), float, "a number >= 0"),
 }
 
 
 def _hc_params(rest: list[tuple[str, str]], methods: list[str], what: str) -> dict[str, dict]:
-    """``--param overlap=C`` / ``ramp=R`` / ``schwarz=S`` / ``passes=P`` (hc-moe) and ``damping=D`` (hc, hc-moe)
+    """``--param overlap=C`` / ``ramp=R`` / ``schwarz=S`` / ``passes=P`` / ``order=O`` (hc-moe) and ``damping=D`` /
+    ``ridge=R`` (hc, hc-moe)
     of physics-only operators, as settings per method (``{method: {name: value}}``; the last of repeated values
     wins). Refuses other names, values of the wrong type, and names that none of ``methods`` takes."""
     names = ", ".join(("experts", *_HC_PARAMS))

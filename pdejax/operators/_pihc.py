@@ -313,6 +313,7 @@ def _expert_weights(
 
 SCHWARZ = ("none", "lower", "upper", "both")
 LOOPS = ("auto", "vmap", "map")
+ORDERS = ("additive", "multiplicative")
 
 
 def _support_edges(owner: np.ndarray, counts: tuple[int, ...], periodic: tuple[int, ...], sides: str) -> np.ndarray:
@@ -412,6 +413,7 @@ class HardConstrainedOperator(eqx.Module):
     schwarz: str = eqx.field(static=True, default="none")
     passes: int = eqx.field(static=True, default=1)
     loop: str = eqx.field(static=True, default="auto")
+    order: str = eqx.field(static=True, default="additive")
 
     def __init__(
         self,
@@ -433,6 +435,7 @@ class HardConstrainedOperator(eqx.Module):
         schwarz: str = "none",
         passes: int = 1,
         loop: str = "auto",
+        order: str = "additive",
     ):
         grid = residual.grid
         experts = tuple(int(c) for c in (experts or (1,) * len(grid)))
@@ -452,6 +455,8 @@ class HardConstrainedOperator(eqx.Module):
             raise ValueError(f"a Schwarz pass needs several experts and overlap > 0; got {k} expert(s), {overlap}")
         if passes < 1:
             raise ValueError(f"passes must be >= 1, got {passes}")
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
         if loop not in LOOPS:
             raise ValueError(f"loop must be one of {', '.join(LOOPS)}, got {loop!r}")
         if ramp not in RAMPS:
@@ -491,6 +496,7 @@ class HardConstrainedOperator(eqx.Module):
         self.schwarz = schwarz
         self.passes = int(passes)
         self.loop = loop
+        self.order = order
         self.rtol, self.atol, self.max_steps, self.ridge = rtol, atol, max_steps, ridge
         self.initial = bool(initial)
         self.damping = float(damping)
@@ -583,11 +589,23 @@ class HardConstrainedOperator(eqx.Module):
         weight = jnp.asarray(self._owner.data, b.dtype).reshape(-1, k)
         others = 1.0 - weight  # the weights are a partition of unity
         steps, converged = stats.steps, stats.converged
-        for _ in range(self.passes):
+
+        def edge_values(w):  # (K, e): at each expert's edge points, the blend of the other experts' fields
             mine = jnp.einsum("np,kn->pk", flat_b, w) * weight  # (points, K)
             g = (mine.sum(-1, keepdims=True) - mine) / jnp.where(others > 0, others, 1.0)
-            g_e = jnp.take_along_axis(g.T, jnp.maximum(edge, 0), axis=1)  # (K, e)
-            w, stats = shard_experts(each(sel, jax.lax.stop_gradient(w), edge, g_e), k)
+            return jnp.take_along_axis(g.T, jnp.maximum(edge, 0), axis=1)
+
+        def after(w, j):
+            # multiplicative: expert j solves from the fields as they are now, the experts before it in
+            # this pass already updated, so a value crosses every expert in one pass
+            w_j, st = one(sel[j], jax.lax.stop_gradient(w[j]), edge[j], edge_values(w)[j])
+            return w.at[j].set(w_j), st
+
+        for _ in range(self.passes):
+            if self.order == "multiplicative":
+                w, stats = jax.lax.scan(after, w, jnp.arange(k))
+            else:
+                w, stats = shard_experts(each(sel, jax.lax.stop_gradient(w), edge, edge_values(w)), k)
             steps, converged = steps + stats.steps, converged & stats.converged
         return w, ConstraintStats(steps, stats.residual, converged)
 

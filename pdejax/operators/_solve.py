@@ -13,7 +13,7 @@ from ..pinns._hard import split_counts
 from ._data import DATASETS, PHYSICS, OperatorDataset, generate, load_dataset, save_dataset
 from ._fno import FNO
 from ._onet import DeepONet, MultiONet
-from ._pihc import RAMPS, SCHWARZ
+from ._pihc import ORDERS, RAMPS, SCHWARZ
 from ._train import OperatorConfig, OperatorResult, predict_batched, train_operator
 
 OPERATOR_METHODS = ("fno", "deeponet", "multionet", "soft", "hc", "hc-moe")
@@ -32,14 +32,15 @@ OPERATOR_DEFAULTS: dict[str, dict[str, Any]] = {
     # a 3D FNO over (x, y, t) on 32 x 32 x 11 points (the PI-HC code's: 64^3, 8 modes per axis, width 64)
     "navier_stokes_operator": dict(n_train=128, n_test=32, resolution=32, epochs=10, modes=8, width=24, depth=4),
 }
-# the PI-HC methods' defaults (damping: the constraint solves' first Levenberg-Marquardt damping)
+# the PI-HC methods' defaults (damping: the constraint solves' first Levenberg-Marquardt damping; ridge: their
+# Tikhonov term)
 _PIHC = dict(batch_size=8, basis=16, experts=4, constraint_points=1024, overlap=0.0, ramp="linear", damping=1e-10,
-             schwarz="none", passes=1)  # fmt: skip
+             schwarz="none", passes=1, order="additive", ridge=1e-8)  # fmt: skip
 _ONET = dict(width=128, depth=4)  # DeepONet/MultiONet sizes unless given
 SETTING_KEYS = (
     "method", "n_train", "n_test", "resolution", "epochs", "batch_size", "learning_rate", "width", "depth",
     "modes", "labels", "physics_weight", "devices", "seed", "data", "basis", "experts", "constraint_points",
-    "overlap", "ramp", "damping", "schwarz", "passes",
+    "overlap", "ramp", "damping", "schwarz", "passes", "order", "ridge",
 )  # fmt: skip
 
 
@@ -57,8 +58,10 @@ def operator_settings(dataset: str, method: str = "fno", **overrides) -> dict[st
     split), ``ramp`` (the blend's shape: linear, smooth, smoother) and ``schwarz`` (none, lower, upper, both: a
     second solve in which each expert also meets its neighbours' first fields at those edges of its overlap
     region; needs overlap > 0) and ``passes`` (how many such solves, each from the fields of the one before;
-    default 1); for hc and hc-moe ``damping`` (the
-    solves' first Levenberg–Marquardt damping, default 1e-10: a Gauss–Newton first step).
+    default 1) and ``order`` (``additive``: every expert from the last pass's fields; ``multiplicative``: one
+    expert after another, each from the latest fields); for hc and hc-moe ``damping`` (the
+    solves' first Levenberg–Marquardt damping, default 1e-10: a Gauss–Newton first step) and ``ridge`` (the
+    solves' Tikhonov term ``ridge ||w||^2``).
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown operator dataset {dataset!r}; choose one of {sorted(DATASETS)}")
@@ -82,7 +85,7 @@ def operator_settings(dataset: str, method: str = "fno", **overrides) -> dict[st
         raise ValueError(f"{extra}: settings of the PI-HC methods {PIHC_METHODS}, not of {method!r}")
     if pihc and (given.get("labels") or given.get("physics_weight") == 0):
         raise ValueError(f"{method} trains on the physics loss alone: labels and physics_weight are fixed")
-    for k in ("experts", "overlap", "ramp", "schwarz", "passes"):
+    for k in ("experts", "overlap", "ramp", "schwarz", "passes", "order"):
         if k in given and method != "hc-moe":
             raise ValueError(f"{k} is a setting of hc-moe")
     if pihc and int(given.get("devices", 1)) != 1:
@@ -104,8 +107,14 @@ def operator_settings(dataset: str, method: str = "fno", **overrides) -> dict[st
         raise ValueError(f"schwarz={s['schwarz']} couples overlapping experts: it needs overlap > 0")
     if pihc and int(s["passes"]) != 1 and s["schwarz"] == "none":
         raise ValueError(f"passes={s['passes']} counts Schwarz passes: it needs schwarz=lower, upper or both")
+    if pihc and s["order"] not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {s['order']!r}")
+    if pihc and s["order"] != "additive" and s["schwarz"] == "none":
+        raise ValueError(f"order={s['order']} orders Schwarz passes: it needs schwarz=lower, upper or both")
     if pihc and not float(s["damping"]) > 0:
         raise ValueError(f"damping must be > 0, got {s['damping']}")
+    if pihc and not float(s["ridge"]) >= 0:
+        raise ValueError(f"ridge must be >= 0, got {s['ridge']}")
     spatial = 2 if dataset == "navier_stokes_operator" else 1  # (x, y, t) and (x, t) grids
     if pihc and max(expert_split(int(s["experts"]), spatial)) > int(s["resolution"]):
         raise ValueError(f"experts={s['experts']} splits {s['resolution']} grid points in x: at most one per point")
@@ -143,7 +152,7 @@ def build_pihc_operator(settings: dict, data: OperatorDataset, *, key, **layer) 
     ``w0 + (t / T) N`` (:class:`~pdejax.operators.InitialValueField`; the PI-HC code's form), so the
     constraint rows are the PDE's alone. ``layer``: further options of the
     constraint layer (``max_steps``, ``ridge``, ``shared``; given ones override ``settings``' overlap, ramp,
-    schwarz, passes and damping)."""
+    schwarz, passes, order, ridge and damping)."""
     from ._pihc import HardConstrainedOperator, InitialValueField, diffusion_sorption_residual, navier_stokes_residual
 
     method, m = settings["method"], int(settings["modes"])
@@ -162,11 +171,14 @@ def build_pihc_operator(settings: dict, data: OperatorDataset, *, key, **layer) 
     else:
         residual = diffusion_sorption_residual(*data.grid)
     moe = method == "hc-moe"
-    # runs saved before ramp, schwarz, passes and damping were settings lack them: their values then were these defaults
+    # runs saved before ramp, schwarz, passes, order, ridge and damping were settings lack them: their values then
+    # were these
     layer = dict(overlap=float(settings.get("overlap", 0.0)) if moe else 0.0,
                  ramp=settings.get("ramp", "linear") if moe else "linear",
                  schwarz=settings.get("schwarz", "none") if moe else "none",
                  passes=int(settings.get("passes", 1)) if moe else 1,
+                 order=settings.get("order", "additive") if moe else "additive",
+                 ridge=float(settings.get("ridge", 1e-8)),
                  damping=float(settings.get("damping", 1e-10))) | layer  # fmt: skip
     return HardConstrainedOperator(net, residual, experts, n_constraint=n, seed=int(settings["seed"]), initial=ns,
                                    **layer)  # fmt: skip

@@ -90,7 +90,8 @@ def test_darcy_with_the_physics_loss_and_few_labels(tmp_path):
         ),
         (
             ["compare", "diffusion_sorption_operator", "--methods", "hc", "--param", "nu=2"],
-            "--param nu: the --params of an operator compare are experts, overlap, ramp, schwarz, passes, damping",
+            "--param nu: the --params of an operator compare are experts, overlap, ramp, schwarz, passes, order, "
+            "damping, ridge",
         ),
         (["solve", "diffusion_sorption_operator", "--method", "hc", "--param", "ramp=smooth"], "ramp is a setting of"),
         (["solve", "diffusion_sorption_operator", "--method", "soft", "--param", "damping=1"], "damping is a setting"),
@@ -122,6 +123,19 @@ def test_darcy_with_the_physics_loss_and_few_labels(tmp_path):
             "passes=0".split(),
             "passes must be >= 1, got 0",
         ),
+        (
+            ["solve", "diffusion_sorption_operator", "--method", "hc-moe", "--param", "order=multiplicative"],
+            "order=multiplicative orders Schwarz passes: it needs schwarz=lower, upper or both",
+        ),
+        (
+            "solve diffusion_sorption_operator --method hc-moe --param overlap=1 --param schwarz=lower --param "
+            "order=gauss".split(),
+            "order must be one of additive, multiplicative, got 'gauss'",
+        ),
+        (["solve", "diffusion_sorption_operator", "--method", "hc", "--param", "order=additive"], "order is a setting"),
+        (["solve", "diffusion_sorption_operator", "--method", "hc", "--param", "ridge=-1"], "ridge must be >= 0"),
+        (["solve", "diffusion_sorption_operator", "--method", "hc", "--param", "ridge=big"], "a number >= 0"),
+        (["solve", "diffusion_sorption_operator", "--method", "soft", "--param", "ridge=1e-6"], "ridge is a setting"),
     ],
 )
 def test_bad_operator_input_gives_one_line(args, match, capsys, tmp_path, monkeypatch):
@@ -146,7 +160,8 @@ def test_physics_only_diffusion_sorption_operators_train_report_their_solves_and
     out = tmp_path / "moe"
     args = ["solve", "diffusion_sorption_operator", "--method", "hc-moe", "--param", "experts=2", "--param",
             "overlap=1", "--param", "ramp=smooth", "--param", "damping=1", "--param", "schwarz=lower", "--param",
-            "passes=2", "--n-train", "8", "--n-test", "4", "--resolution", "12", "--basis", "4", "--constraint-points",
+            "passes=2", "--param", "order=multiplicative", "--param", "ridge=1e-6",
+            "--n-train", "8", "--n-test", "4", "--resolution", "12", "--basis", "4", "--constraint-points",
             "32", "--modes", "3",
             "--out", str(out), *TINY]  # fmt: skip
     assert main(args) == 0
@@ -158,6 +173,8 @@ def test_physics_only_diffusion_sorption_operators_train_report_their_solves_and
         and m["settings"]["damping"] == 1.0
         and m["settings"]["schwarz"] == "lower"
         and m["settings"]["passes"] == 2
+        and m["settings"]["order"] == "multiplicative"
+        and m["settings"]["ridge"] == 1e-6
         and m["settings"]["basis"] == 4
         and m["settings"]["labels"] == 0.0
     )
@@ -182,9 +199,12 @@ def test_physics_only_diffusion_sorption_operators_train_report_their_solves_and
     idx = np.stack(np.meshgrid(np.arange(12), np.arange(data.grid[-1]), indexing="ij"), -1).reshape(-1, 2)
     smooth = _expert_weights(idx, data.grid, (2, 1), 1.0, ramp="smooth").reshape(*data.grid, 2)
     assert op.damping == 1.0 and op.schwarz == "lower" and op.passes == 2 and np.array_equal(op._owner.data, smooth)
-    old = {k: v for k, v in m["settings"].items() if k not in ("ramp", "damping", "schwarz", "passes")}
+    assert op.order == "multiplicative" and op.ridge == 1e-6
+    new = ("ramp", "damping", "schwarz", "passes", "order", "ridge")
+    old = {k: v for k, v in m["settings"].items() if k not in new}
     op = O.build_pihc_operator(old, data, key=jax.random.PRNGKey(0))
     assert op.damping == 1e-10 and op.schwarz == "none" and op.passes == 1
+    assert op.order == "additive" and op.ridge == 1e-8
     assert not np.array_equal(op._owner.data, smooth)
 
 

@@ -139,17 +139,20 @@ def _small(nx=8, nt=5, n=4, key=0):
 
 
 @pytest.mark.long
-@pytest.mark.parametrize("schwarz,passes", [("none", 1), ("lower", 1), ("lower", 2)])
-def test_constraint_layer_gradient_is_implicit_and_matches_unrolled_and_finite_differences(schwarz, passes):
+@pytest.mark.parametrize(
+    "schwarz,passes,order", [("none", 1, "additive"), ("lower", 2, "additive"), ("lower", 1, "multiplicative")]
+)
+def test_constraint_layer_gradient_is_implicit_and_matches_unrolled_and_finite_differences(schwarz, passes, order):
     # two experts (one expert is the same code with one block); the unrolled gradient differentiates
     # through every Levenberg-Marquardt iteration, the implicit one solves one linear system at the solution.
     # With a Schwarz pass the second solves' edge values depend on the first solves' coefficients: both
-    # chains of implicit derivatives must be there (with two passes, three chains)
+    # chains of implicit derivatives must be there (with two passes, three chains; multiplicative: a chain
+    # through each expert solved before)
     res, net, a, x = _small()
     # the warm-started second solve creeps at rounding level under rtol 1e-12 (100 steps, same residual)
     tol = dict(rtol=1e-12, atol=1e-14, overlap=0.0) if schwarz == "none" else dict(rtol=1e-10, atol=1e-12, overlap=1.0)
     op = HardConstrainedOperator(net, res, (2, 1), max_steps=100, ridge=1e-6, schwarz=schwarz, passes=passes,
-                                 **tol)  # fmt: skip
+                                 order=order, **tol)  # fmt: skip
     physics = grid_physics(res)
     params, static = eqx.partition(op, eqx.is_inexact_array)
 
@@ -273,12 +276,14 @@ def test_schwarz_pass_meets_the_neighbours_first_fields_at_the_support_edge():
     B = np.asarray(b).reshape(n, -1).T
     own = np.asarray(op._owner.data).reshape(-1, 3)
 
-    def schwarz_pass(prev):
+    def schwarz_pass(prev, multiplicative=False):
         # the reference by numpy: expert k fits the target on its support and, at its lower edge (x = 2 for
         # expert 1, x = 6 for expert 2), the other experts' blend of their previous fits, as one more
-        # mean-square term
+        # mean-square term; multiplicative: the fits of the experts before k in this pass instead
         fields, out = B @ prev.T, []
         for k, edge_x in ((0, None), (1, 2), (2, 6)):
+            if multiplicative and out:
+                fields = B @ np.concatenate([np.stack(out), prev[len(out) :]]).T
             rows, rhs = [B[own[:, k] > 0]], [np.asarray(target[0]).ravel()[own[:, k] > 0]]
             if edge_x is not None:
                 e = np.ravel_multi_index((np.full(nt, edge_x), np.arange(nt)), (nx, nt))
@@ -298,12 +303,22 @@ def test_schwarz_pass_meets_the_neighbours_first_fields_at_the_support_edge():
     twice = schwarz_pass(once)
     np.testing.assert_allclose(np.asarray(w2), twice, rtol=1e-9, atol=1e-12)
     assert not np.allclose(twice[2], once[2])
+    # multiplicative: expert 2 meets expert 1's field of this pass, so one pass carries what took two
+    w_m, stats_m = HardConstrainedOperator(_Fixed(b), res, (3, 1), schwarz="lower", order="multiplicative",
+                                           **kw).coefficients(b, target)  # fmt: skip
+    assert bool(jnp.all(stats_m.converged))
+    sweep = schwarz_pass(np.asarray(first), multiplicative=True)
+    np.testing.assert_allclose(np.asarray(w_m), sweep, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(sweep[:2], once[:2], rtol=1e-9, atol=1e-12)  # experts 0, 1 see the same fields
+    np.testing.assert_allclose(sweep[2], twice[2], rtol=1e-9, atol=1e-12)  # expert 2: as after two passes
     assert not np.allclose(np.asarray(w[1]), np.asarray(first[1]))  # the edge rows did move expert 1
     np.testing.assert_allclose(np.asarray(w[0]), np.asarray(first[0]), rtol=1e-9)  # expert 0 has no lower edge
     with pytest.raises(ValueError, match="schwarz must be one of none, lower, upper, both"):
         HardConstrainedOperator(_Fixed(b), res, (3, 1), overlap=2.0, schwarz="left")
     with pytest.raises(ValueError, match="needs several experts and overlap > 0"):
         HardConstrainedOperator(_Fixed(b), res, (3, 1), schwarz="lower")
+    with pytest.raises(ValueError, match="order must be one of additive, multiplicative, got 'random'"):
+        HardConstrainedOperator(_Fixed(b), res, (3, 1), overlap=2.0, schwarz="lower", order="random")
     with pytest.raises(ValueError, match="passes must be >= 1, got 0"):
         HardConstrainedOperator(_Fixed(b), res, (3, 1), overlap=2.0, schwarz="lower", passes=0)
 
