@@ -160,8 +160,8 @@ def test_physics_only_diffusion_sorption_operators_train_report_their_solves_and
     out = tmp_path / "moe"
     args = ["solve", "diffusion_sorption_operator", "--method", "hc-moe", "--param", "experts=2", "--param",
             "overlap=1", "--param", "ramp=smooth", "--param", "damping=1", "--param", "schwarz=lower", "--param",
-            "passes=2", "--param", "order=multiplicative", "--param", "ridge=1e-6",
-            "--n-train", "8", "--n-test", "4", "--resolution", "12", "--basis", "4", "--constraint-points",
+            "passes=2", "--param", "ridge=1e-6", "--n-train", "8", "--n-test", "4", "--resolution", "12", "--basis",
+            "4", "--constraint-points",
             "32", "--modes", "3",
             "--out", str(out), *TINY]  # fmt: skip
     assert main(args) == 0
@@ -173,7 +173,7 @@ def test_physics_only_diffusion_sorption_operators_train_report_their_solves_and
         and m["settings"]["damping"] == 1.0
         and m["settings"]["schwarz"] == "lower"
         and m["settings"]["passes"] == 2
-        and m["settings"]["order"] == "multiplicative"
+        and m["settings"]["order"] == "additive"
         and m["settings"]["ridge"] == 1e-6
         and m["settings"]["basis"] == 4
         and m["settings"]["labels"] == 0.0
@@ -199,7 +199,9 @@ def test_physics_only_diffusion_sorption_operators_train_report_their_solves_and
     idx = np.stack(np.meshgrid(np.arange(12), np.arange(data.grid[-1]), indexing="ij"), -1).reshape(-1, 2)
     smooth = _expert_weights(idx, data.grid, (2, 1), 1.0, ramp="smooth").reshape(*data.grid, 2)
     assert op.damping == 1.0 and op.schwarz == "lower" and op.passes == 2 and np.array_equal(op._owner.data, smooth)
-    assert op.order == "multiplicative" and op.ridge == 1e-6
+    assert op.order == "additive" and op.ridge == 1e-6
+    mult = m["settings"] | {"order": "multiplicative"}
+    assert O.build_pihc_operator(mult, data, key=jax.random.PRNGKey(0)).order == "multiplicative"
     new = ("ramp", "damping", "schwarz", "passes", "order", "ridge")
     old = {k: v for k, v in m["settings"].items() if k not in new}
     op = O.build_pihc_operator(old, data, key=jax.random.PRNGKey(0))
