@@ -323,6 +323,7 @@ def test_schwarz_pass_meets_the_neighbours_first_fields_at_the_support_edge():
         HardConstrainedOperator(_Fixed(b), res, (3, 1), overlap=2.0, schwarz="lower", passes=0)
 
 
+@pytest.mark.long
 def test_solves_one_after_another_give_the_batched_fields_and_gradients():
     # loop="map" runs each sample's and expert's solve as its own loop (each stops at its own count),
     # loop="vmap" as one batched loop: the same minimisers, so the same fields and implicit gradients
