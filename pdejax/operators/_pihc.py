@@ -381,7 +381,10 @@ class HardConstrainedOperator(eqx.Module):
     its block from the left is not fixed by its rows; ``lower`` hands it the left neighbour's field. The
     second solves are warm-started and differentiated implicitly like the first, whose coefficients the
     edge values depend on; the stats add both passes' iterations. ``passes`` (default 1) repeats the pass,
-    each from the fields of the one before, so a value can travel across more than one expert.
+    each from the fields of the one before, so a value can travel across more than one expert. ``order``:
+    ``additive`` (default; every expert solves its pass at once, from the previous pass's fields) or
+    ``multiplicative`` (the experts solve in turn, each from the latest fields, so a value crosses every
+    expert in one pass; these solves run one after another, unsharded).
     ``loop`` runs the samples' and experts' solves batched (``vmap``: one loop, which runs until the slowest
     solve stops), one after another (``map``: each stops at its own count), or ``auto`` (default): ``map``
     with Schwarz passes on a single CPU device, where the passes' solves differ most in length, else
@@ -583,9 +586,9 @@ class HardConstrainedOperator(eqx.Module):
         w, stats = shard_experts(each(sel, jnp.zeros((k, n), b.dtype), none, none.astype(b.dtype)), k)
         if self.schwarz == "none":
             return w, stats
-        # additive Schwarz passes: expert k solves again (from its last solution) and also meets, at its
-        # support's edge, the blend of the other experts' last fields there: the neighbours' values, which
-        # carry in what its own rows cannot fix (on diffusion-sorption, the front entering from the inflow)
+        # Schwarz passes: expert k solves again (from its last solution) and also meets, at its support's
+        # edge, the blend of the other experts' current fields there: the neighbours' values, which carry in
+        # what its own rows cannot fix (on diffusion-sorption, the front entering from the inflow)
         weight = jnp.asarray(self._owner.data, b.dtype).reshape(-1, k)
         others = 1.0 - weight  # the weights are a partition of unity
         steps, converged = stats.steps, stats.converged
