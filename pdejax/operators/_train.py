@@ -88,6 +88,7 @@ class OperatorConfig:
         devices: shard each batch over this many devices (data parallel; parameters replicated);
             None or 1: one device. ``batch_size`` must be a multiple.
         seed: seed of the shuffling key.
+        grad_clip: clip each step's gradient to this global norm before Adam (0: no clipping).
         normalise: wrap the model in :class:`Normalised` with the training set's channel statistics (False:
             the model sees and returns physical values, as a constraint layer that enforces the input needs).
     """
@@ -104,6 +105,7 @@ class OperatorConfig:
     checkpoint_every: int = 50
     devices: int | None = None
     seed: int = 0
+    grad_clip: float = 0.0
     normalise: bool = True
 
     def __post_init__(self):
@@ -113,8 +115,8 @@ class OperatorConfig:
         for k in ("learning_rate", "lr_gamma"):
             if not getattr(self, k) > 0:
                 raise ValueError(f"{k} must be > 0, got {getattr(self, k)}")
-        if self.weight_decay < 0 or self.physics_weight < 0 or self.checkpoint_every < 0:
-            raise ValueError("weight_decay, physics_weight and checkpoint_every must be >= 0")
+        if self.weight_decay < 0 or self.physics_weight < 0 or self.checkpoint_every < 0 or not self.grad_clip >= 0:
+            raise ValueError("weight_decay, physics_weight, checkpoint_every and grad_clip must be >= 0")
         if self.n_labelled is not None and self.n_labelled < 0:
             raise ValueError(f"n_labelled must be >= 0, got {self.n_labelled}")
         if self.devices is not None and self.devices < 1:
@@ -165,6 +167,18 @@ def relative_l2_per_sample(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
 
 
 @full_precision
+def operator_optimizer(config: OperatorConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+    """The optax transformation :func:`train_operator` steps with: the gradient clipped to ``config.grad_clip``
+    (global norm; 0: not clipped), plus L2 weight decay, then Adam at a learning rate that drops by ``lr_gamma``
+    every ``lr_step_epochs`` epochs of ``steps_per_epoch`` steps. Updates have the parameters' pytree shapes."""
+    schedule = optax.exponential_decay(
+        config.learning_rate, config.lr_step_epochs * steps_per_epoch, config.lr_gamma, staircase=True
+    )
+    # clipped before the decay term, as PyTorch's clip_grad_norm_ acts before Adam's weight_decay
+    clip = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip > 0 else []
+    return optax.chain(*clip, optax.add_decayed_weights(config.weight_decay), optax.adam(schedule))
+
+
 def train_operator(
     model: Any,
     train: OperatorDataset,
@@ -213,10 +227,7 @@ def train_operator(
         u_stats = tuple(tuple(v for _ in range(train.outputs.shape[1])) for v in (0.0, 1.0))
     model = Normalised(model, *a_stats, *u_stats)
     steps_per_epoch = n_items // config.batch_size
-    schedule = optax.exponential_decay(
-        config.learning_rate, config.lr_step_epochs * steps_per_epoch, config.lr_gamma, staircase=True
-    )
-    opt = optax.chain(optax.add_decayed_weights(config.weight_decay), optax.adam(schedule))
+    opt = operator_optimizer(config, steps_per_epoch)
     params, static = eqx.partition(model, eqx.is_inexact_array)
     dtype = jnp.zeros(()).dtype
     A = jnp.asarray(train.inputs[:n_items], dtype)

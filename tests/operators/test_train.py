@@ -1,9 +1,12 @@
 """Operator training: learning a known operator, checkpoint/resume, PINO residual loss, data-parallel sharding."""
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from pdejax import operators as O
@@ -113,3 +116,31 @@ def test_nan_stops_operator_training_naming_the_term_and_step(tmp_path):
     with pytest.raises(O.OperatorTrainingDiverged, match=r"the physics loss term became NaN/Inf at step 0 \(epoch 1"):
         O.train_operator(fno, train, test, cfg, physics=physics, out_dir=tmp_path, progress=False)
     assert (tmp_path / "checkpoint.npz").exists()  # the initial (finite) state, kept for --resume
+
+
+def test_gradient_clipping_rescales_each_step_before_decay_and_adam():
+    # two steps with gradients of norms 10 and 0.5: clipped to 1, Adam sees g1 / 10 and g2 unchanged, so its
+    # moments weigh the two steps unlike an unclipped run (Adam is invariant to one common scale, not to this)
+    p = {"a": jnp.array([1.0, -2.0, 3.0]), "b": jnp.array([0.5])}
+    g1 = {"a": jnp.array([6.0, 0.0, -8.0]), "b": jnp.array([0.0])}
+    g2 = {"a": jnp.array([0.3, 0.0, 0.0]), "b": jnp.array([-0.4])}
+    cfg = O.OperatorConfig(learning_rate=1e-2, weight_decay=0.1, grad_clip=1.0)
+    opt = O.operator_optimizer(cfg, steps_per_epoch=4)
+    ref = optax.chain(optax.add_decayed_weights(0.1), optax.adam(1e-2))  # the schedule is flat over 2 steps
+
+    def run(o, grads):
+        q, s = p, o.init(p)
+        for g in grads:
+            u, s = o.update(g, s, q)
+            q = optax.apply_updates(q, u)
+        return q
+
+    scaled = jax.tree_util.tree_map(lambda v: v / 10.0, g1)
+    got, want = run(opt, [g1, g2]), run(ref, [scaled, g2])
+    moved = lambda q: np.concatenate([np.asarray(q[k] - p[k]) for k in p])  # noqa: E731
+    np.testing.assert_allclose(moved(got), moved(want), rtol=1e-5)  # float32 rounding of the clip's scale
+    unclipped = moved(run(O.operator_optimizer(dataclasses.replace(cfg, grad_clip=0.0), 4), [g1, g2]))
+    np.testing.assert_allclose(unclipped, moved(run(ref, [g1, g2])), rtol=1e-5)
+    assert np.max(np.abs(unclipped - moved(got))) > 0.1 * np.max(np.abs(moved(got)))
+    with pytest.raises(ValueError, match="grad_clip must be >= 0"):
+        O.OperatorConfig(grad_clip=-1.0)
