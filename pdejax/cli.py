@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="problem parameter, repeatable (e.g. --param beta=50; PI-HC operators: experts, overlap, ramp, schwarz, "
-        "passes, order, damping, ridge, grad_clip)",
+        "passes, order, damping, ridge, grad_clip, warmup)",
     )
     s.add_argument("--model", choices=MODELS, default=None)
     s.add_argument("--width", type=_positive_int, default=None)
@@ -885,12 +885,13 @@ _HC_PARAMS = {
     "damping": (("hc", "hc-moe"), float, "a positive number"),
     "ridge": (("hc", "hc-moe"), float, "a number >= 0"),
     "grad_clip": (("soft", "hc", "hc-moe"), float, "a number >= 0 (0: no clipping)"),
+    "warmup": (("soft", "hc", "hc-moe"), int, "a whole number of steps"),
 }
 
 
 def _hc_params(rest: list[tuple[str, str]], methods: list[str], what: str) -> dict[str, dict]:
     """``--param overlap=C`` / ``ramp=R`` / ``schwarz=S`` / ``passes=P`` / ``order=O`` (hc-moe) and ``damping=D`` /
-    ``ridge=R`` (hc, hc-moe) and ``grad_clip=C`` (soft, hc, hc-moe)
+    ``ridge=R`` (hc, hc-moe) and ``grad_clip=C`` / ``warmup=W`` (soft, hc, hc-moe)
     of physics-only operators, as settings per method (``{method: {name: value}}``; the last of repeated values
     wins). Refuses other names, values of the wrong type, and names that none of ``methods`` takes."""
     names = ", ".join(("experts", *_HC_PARAMS))

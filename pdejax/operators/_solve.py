@@ -35,12 +35,13 @@ OPERATOR_DEFAULTS: dict[str, dict[str, Any]] = {
 # the PI-HC methods' defaults (damping: the constraint solves' first Levenberg-Marquardt damping; ridge: their
 # Tikhonov term)
 _PIHC = dict(batch_size=8, basis=16, experts=4, constraint_points=1024, overlap=0.0, ramp="linear", damping=1e-10,
-             schwarz="none", passes=1, order="additive", ridge=1e-8, grad_clip=0.0)  # fmt: skip
+             schwarz="none", passes=1, order="additive", ridge=1e-8, grad_clip=0.0,
+             warmup=0)  # fmt: skip
 _ONET = dict(width=128, depth=4)  # DeepONet/MultiONet sizes unless given
 SETTING_KEYS = (
     "method", "n_train", "n_test", "resolution", "epochs", "batch_size", "learning_rate", "width", "depth",
     "modes", "labels", "physics_weight", "devices", "seed", "data", "basis", "experts", "constraint_points",
-    "overlap", "ramp", "damping", "schwarz", "passes", "order", "ridge", "grad_clip",
+    "overlap", "ramp", "damping", "schwarz", "passes", "order", "ridge", "grad_clip", "warmup",
 )  # fmt: skip
 
 
@@ -62,7 +63,8 @@ def operator_settings(dataset: str, method: str = "fno", **overrides) -> dict[st
     expert after another, each from the latest fields); for hc and hc-moe ``damping`` (the
     solves' first Levenberg–Marquardt damping, default 1e-10: a Gauss–Newton first step) and ``ridge`` (the
     solves' Tikhonov term ``ridge ||w||^2``); for soft, hc and hc-moe ``grad_clip`` (clip each training step's
-    gradient to this global norm; default 0: no clipping).
+    gradient to this global norm; default 0: no clipping) and ``warmup`` (training steps over which the learning
+    rate ramps up linearly; default 0).
     """
     if dataset not in DATASETS:
         raise ValueError(f"unknown operator dataset {dataset!r}; choose one of {sorted(DATASETS)}")
@@ -118,6 +120,8 @@ def operator_settings(dataset: str, method: str = "fno", **overrides) -> dict[st
         raise ValueError(f"ridge must be >= 0, got {s['ridge']}")
     if pihc and not float(s["grad_clip"]) >= 0:
         raise ValueError(f"grad_clip must be >= 0 (0: no clipping), got {s['grad_clip']}")
+    if pihc and int(s["warmup"]) < 0:
+        raise ValueError(f"warmup must be >= 0 steps, got {s['warmup']}")
     spatial = 2 if dataset == "navier_stokes_operator" else 1  # (x, y, t) and (x, t) grids
     if pihc and max(expert_split(int(s["experts"]), spatial)) > int(s["resolution"]):
         raise ValueError(f"experts={s['experts']} splits {s['resolution']} grid points in x: at most one per point")
@@ -267,7 +271,9 @@ def solve_operator(
         checkpoint_every=max(1, settings["epochs"] // 10),
         devices=settings["devices"],
         seed=settings["seed"],
-        grad_clip=float(settings.get("grad_clip", 0.0)),  # runs saved before it existed did not clip
+        # runs saved before these settings existed neither clipped nor warmed up
+        grad_clip=float(settings.get("grad_clip", 0.0)),
+        warmup=int(settings.get("warmup", 0)),
         normalise=not pihc,
     )
     physics = PHYSICS.get(dataset) if settings["physics_weight"] > 0 else None

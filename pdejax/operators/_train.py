@@ -89,6 +89,8 @@ class OperatorConfig:
             None or 1: one device. ``batch_size`` must be a multiple.
         seed: seed of the shuffling key.
         grad_clip: clip each step's gradient to this global norm before Adam (0: no clipping).
+        warmup: steps over which the learning rate ramps up linearly, ``(k + 1) / warmup`` of the schedule's at
+            step ``k`` (0: none).
         normalise: wrap the model in :class:`Normalised` with the training set's channel statistics (False:
             the model sees and returns physical values, as a constraint layer that enforces the input needs).
     """
@@ -106,6 +108,7 @@ class OperatorConfig:
     devices: int | None = None
     seed: int = 0
     grad_clip: float = 0.0
+    warmup: int = 0
     normalise: bool = True
 
     def __post_init__(self):
@@ -115,8 +118,9 @@ class OperatorConfig:
         for k in ("learning_rate", "lr_gamma"):
             if not getattr(self, k) > 0:
                 raise ValueError(f"{k} must be > 0, got {getattr(self, k)}")
-        if self.weight_decay < 0 or self.physics_weight < 0 or self.checkpoint_every < 0 or not self.grad_clip >= 0:
-            raise ValueError("weight_decay, physics_weight, checkpoint_every and grad_clip must be >= 0")
+        nonneg = (self.weight_decay, self.physics_weight, self.checkpoint_every, self.warmup)
+        if min(nonneg) < 0 or not self.grad_clip >= 0:
+            raise ValueError("weight_decay, physics_weight, checkpoint_every, grad_clip and warmup must be >= 0")
         if self.n_labelled is not None and self.n_labelled < 0:
             raise ValueError(f"n_labelled must be >= 0, got {self.n_labelled}")
         if self.devices is not None and self.devices < 1:
@@ -170,10 +174,16 @@ def relative_l2_per_sample(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
 def operator_optimizer(config: OperatorConfig, steps_per_epoch: int) -> optax.GradientTransformation:
     """The optax transformation :func:`train_operator` steps with: the gradient clipped to ``config.grad_clip``
     (global norm; 0: not clipped), plus L2 weight decay, then Adam at a learning rate that drops by ``lr_gamma``
-    every ``lr_step_epochs`` epochs of ``steps_per_epoch`` steps. Updates have the parameters' pytree shapes."""
-    schedule = optax.exponential_decay(
+    every ``lr_step_epochs`` epochs of ``steps_per_epoch`` steps, ramped up linearly over the first
+    ``config.warmup`` steps. Updates have the parameters' pytree shapes."""
+    decay = optax.exponential_decay(
         config.learning_rate, config.lr_step_epochs * steps_per_epoch, config.lr_gamma, staircase=True
     )
+    warmup = config.warmup
+
+    def schedule(k):
+        return decay(k) * jnp.minimum(1.0, (k + 1.0) / warmup) if warmup else decay(k)
+
     # clipped before the decay term, as PyTorch's clip_grad_norm_ acts before Adam's weight_decay
     clip = [optax.clip_by_global_norm(config.grad_clip)] if config.grad_clip > 0 else []
     return optax.chain(*clip, optax.add_decayed_weights(config.weight_decay), optax.adam(schedule))

@@ -91,7 +91,7 @@ def test_darcy_with_the_physics_loss_and_few_labels(tmp_path):
         (
             ["compare", "diffusion_sorption_operator", "--methods", "hc", "--param", "nu=2"],
             "--param nu: the --params of an operator compare are experts, overlap, ramp, schwarz, passes, order, "
-            "damping, ridge, grad_clip",
+            "damping, ridge, grad_clip, warmup",
         ),
         (["solve", "diffusion_sorption_operator", "--method", "hc", "--param", "ramp=smooth"], "ramp is a setting of"),
         (["solve", "diffusion_sorption_operator", "--method", "soft", "--param", "damping=1"], "damping is a setting"),
@@ -138,6 +138,9 @@ def test_darcy_with_the_physics_loss_and_few_labels(tmp_path):
         (["solve", "diffusion_sorption_operator", "--method", "soft", "--param", "ridge=1e-6"], "ridge is a setting"),
         (["solve", "diffusion_sorption_operator", "--method", "soft", "--param", "grad_clip=-1"], "grad_clip must be"),
         (["solve", "diffusion_sorption_operator", "--method", "hc", "--param", "grad_clip=x"], r"number >= 0 \(0: no"),
+        (["solve", "diffusion_sorption_operator", "--method", "hc", "--param", "warmup=1.5"], "a whole number of st"),
+        (["solve", "diffusion_sorption_operator", "--method", "hc", "--param", "warmup=-3"], "warmup must be >= 0"),
+        (["solve", "diffusion_sorption_operator", "--method", "fno", "--param", "warmup=3"], "--param: not options"),
     ],
 )
 def test_bad_operator_input_gives_one_line(args, match, capsys, tmp_path, monkeypatch):
@@ -162,8 +165,8 @@ def test_physics_only_diffusion_sorption_operators_train_report_their_solves_and
     out = tmp_path / "moe"
     args = ["solve", "diffusion_sorption_operator", "--method", "hc-moe", "--param", "experts=2", "--param",
             "overlap=1", "--param", "ramp=smooth", "--param", "damping=1", "--param", "schwarz=lower", "--param",
-            "passes=2", "--param", "ridge=1e-6", "--param", "grad_clip=0.5", "--n-train", "8", "--n-test", "4",
-            "--resolution", "12", "--basis",
+            "passes=2", "--param", "ridge=1e-6", "--param", "grad_clip=0.5", "--param", "warmup=2",
+            "--n-train", "8", "--n-test", "4", "--resolution", "12", "--basis",
             "4", "--constraint-points",
             "32", "--modes", "3",
             "--out", str(out), *TINY]  # fmt: skip
@@ -179,6 +182,7 @@ def test_physics_only_diffusion_sorption_operators_train_report_their_solves_and
         and m["settings"]["order"] == "additive"
         and m["settings"]["ridge"] == 1e-6
         and m["settings"]["grad_clip"] == 0.5
+        and m["settings"]["warmup"] == 2
         and m["settings"]["basis"] == 4
         and m["settings"]["labels"] == 0.0
     )

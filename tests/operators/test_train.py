@@ -142,5 +142,27 @@ def test_gradient_clipping_rescales_each_step_before_decay_and_adam():
     unclipped = moved(run(O.operator_optimizer(dataclasses.replace(cfg, grad_clip=0.0), 4), [g1, g2]))
     np.testing.assert_allclose(unclipped, moved(run(ref, [g1, g2])), rtol=1e-5)
     assert np.max(np.abs(unclipped - moved(got))) > 0.1 * np.max(np.abs(moved(got)))
-    with pytest.raises(ValueError, match="grad_clip must be >= 0"):
+    with pytest.raises(ValueError, match="grad_clip and warmup must be >= 0"):
         O.OperatorConfig(grad_clip=-1.0)
+
+
+def test_warmup_scales_the_first_steps_learning_rate_linearly():
+    # Adam's moments do not depend on the rate, so with fixed gradients and no decay each update of the
+    # warmed-up run is (k + 1) / warmup times the plain run's until step warmup - 1
+    p = {"a": jnp.array([1.0, -2.0, 3.0])}
+    grads = [{"a": jnp.array([0.1 * k - 0.2, 1.0, -0.5 * k])} for k in range(6)]
+
+    def updates(cfg):
+        o = O.operator_optimizer(cfg, steps_per_epoch=100)
+        s, out = o.init(p), []
+        for g in grads:
+            u, s = o.update(g, s, p)
+            out.append(np.asarray(u["a"]))
+        return np.stack(out)
+
+    plain = updates(O.OperatorConfig(learning_rate=1e-2, weight_decay=0.0))
+    warm = updates(O.OperatorConfig(learning_rate=1e-2, weight_decay=0.0, warmup=4))
+    ratio = np.minimum(1.0, (np.arange(6) + 1.0) / 4)
+    np.testing.assert_allclose(warm, plain * ratio[:, None], rtol=1e-6)
+    with pytest.raises(ValueError, match="and warmup must be >= 0"):
+        O.OperatorConfig(warmup=-1)
