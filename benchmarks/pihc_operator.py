@@ -51,6 +51,8 @@ def main():
     ap.add_argument("--order", default="additive", help="hc-moe: Schwarz passes additive or multiplicative")
     ap.add_argument("--loop", default="auto", help="hc/hc-moe: solves batched (vmap), one by one (map) or auto")
     ap.add_argument("--shared", action="store_true", help="hc-moe: every expert meets all IC/BC rows")
+    ap.add_argument("--grad-clip", type=float, default=0.0, help="clip each step's gradient norm (0: off)")
+    ap.add_argument("--warmup", type=int, default=0, help="steps of linear learning-rate warmup (0: none)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--x64", action="store_true")
@@ -132,6 +134,8 @@ def main():
         eval_every=max(1, args.epochs // 10),
         checkpoint_every=0,
         seed=args.seed,
+        grad_clip=args.grad_clip,
+        warmup=args.warmup,
         normalise=False,
     )
     results, models = {}, {}
