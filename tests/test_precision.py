@@ -54,3 +54,19 @@ def test_operator_prediction_traces_at_full_precision_and_lowers_to_highest():
     with full_matmul_precision():
         hlo = jax.jit(lambda a: a @ a).lower(jnp.ones((2, 2), jnp.float32)).as_text()
     assert "HIGHEST" in hlo
+
+
+class _Scale(eqx.Module):
+    w: jax.Array
+
+    def __call__(self, a, x):
+        return self.w * a
+
+
+def test_operator_training_traces_at_full_precision():
+    log = _Log()
+    a = np.random.default_rng(0).normal(size=(4, 1, 4)).astype(np.float32)
+    data = operators.OperatorDataset(a, 3.0 * a, np.linspace(0, 1, 4, dtype=np.float32)[:, None], "custom")
+    cfg = operators.OperatorConfig(epochs=1, batch_size=4, eval_every=1, checkpoint_every=0)
+    operators.train_operator(_Recording(_Scale(jnp.ones(())), log), data, data, cfg, progress=False)
+    assert log.seen and set(log.seen) == {"float32"}

@@ -170,7 +170,6 @@ def relative_l2_per_sample(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     return np.asarray(_rel_l2(np.asarray(pred, np.float64), np.asarray(true, np.float64)))
 
 
-@full_precision
 def operator_optimizer(config: OperatorConfig, steps_per_epoch: int) -> optax.GradientTransformation:
     """The optax transformation :func:`train_operator` steps with: the gradient clipped to ``config.grad_clip``
     (global norm; 0: not clipped), plus L2 weight decay, then Adam at a learning rate that drops by ``lr_gamma``
@@ -189,6 +188,7 @@ def operator_optimizer(config: OperatorConfig, steps_per_epoch: int) -> optax.Gr
     return optax.chain(*clip, optax.add_decayed_weights(config.weight_decay), optax.adam(schedule))
 
 
+@full_precision
 def train_operator(
     model: Any,
     train: OperatorDataset,
