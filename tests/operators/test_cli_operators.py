@@ -168,6 +168,8 @@ def test_diffusion_sorption_pihc_defaults_are_the_measured_ones_and_given_values
     assert pick(O.operator_settings(ds, "hc-moe", overlap=0, epochs=30))[:3] == (0, "none", "additive")
     given = O.operator_settings(ds, "hc-moe", schwarz="upper", ridge=1e-8, grad_clip=0, warmup=0)
     assert pick(given) == (12.0, "upper", "multiplicative", 1e-8, 0, 0)
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):  # checked before the warmup divides by it
+        O.operator_settings(ds, "hc", batch_size=0)
     # Navier-Stokes keeps the plain defaults (no gain measured there)
     assert pick(O.operator_settings("navier_stokes_operator", "hc-moe")) == (0.0, "none", "additive", 1e-8, 0.0, 0)
 
