@@ -761,6 +761,7 @@ def _compare(args) -> int:
         "depth": args.depth,
         "constraints": args.constraints,
         "learning_rate": args.lr,
+        "n_points": _points(problem, args.points),
     }
     runs = []
     for method, opt in zip(methods, optimizers):
@@ -825,6 +826,7 @@ def _compare(args) -> int:
                     "eval_rel_l2": res.eval_rel_l2,
                     "eval_steps": res.eval_steps,
                     "final_loss": _final_loss(res),
+                    "settings": sol.settings,
                 }
             )
             _report(runs[-1])

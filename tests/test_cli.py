@@ -178,6 +178,8 @@ def test_compare_writes_table_csv_and_plot(tmp_path, capsys):
             "2",
             "--constraints",
             "soft",
+            "--points",
+            "40",
             "--out",
             str(out),
             "--no-progress",
@@ -194,6 +196,8 @@ def test_compare_writes_table_csv_and_plot(tmp_path, capsys):
     for r in record["runs"]:
         assert set(r["final_loss"]) == {"pde", "bc"} and all(v > 0 for v in r["final_loss"].values())
         assert len(r["eval_steps"]) == len(r["eval_rel_l2"]) >= 1
+        # each run's settings: --points reaches every PDE-residual term (it was once dropped by compare)
+        assert r["settings"]["n_points"]["pde"] == 40 and r["settings"]["seed"] == r["seed"]
     # one line per finished run on stderr, even without progress bars
     err = capsys.readouterr().err.splitlines()
     assert sum("seed" in ln and "rel_l2=" in ln for ln in err) == 4, err
