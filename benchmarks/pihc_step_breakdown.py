@@ -9,6 +9,11 @@ per round, the rounds alternate over all calls (so the machine's drifts hit each
 the first run given.
 
     python benchmarks/pihc_step_breakdown.py runs/ds-hc runs/ds-hc-moe
+
+With several (forced host) devices hc-moe's experts are sharded over them, as in training:
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=2 \\
+        python benchmarks/pihc_step_breakdown.py runs/ds-hc runs/ds-hc-moe
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -101,6 +107,8 @@ def main():
                 jax.block_until_ready(f())
                 if r:
                     times[name][k].append(1e3 * (time.perf_counter() - t0))
+                else:  # compilation and the first call: progress on slow configurations
+                    print(f"compiled {name}: {k} in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     med = {name: {k: float(np.median(v)) for k, v in t.items()} for name, t in times.items()}
     first = next(iter(med))
     print(f"| {len(args.runs)} runs, medians of {args.repeats} alternating rounds | step [ms] | vs {first} | "

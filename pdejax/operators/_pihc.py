@@ -623,7 +623,10 @@ class HardConstrainedOperator(eqx.Module):
         """Constrained fields for a batch and the per-sample, per-expert solve stats (``(b, K)`` each;
         ``residual`` is the root of the expert's squared rows, its share of the physics loss)."""
         bases = self.basis(a, x)
-        if self._sequential():
+        # with the experts sharded over devices, the samples' solves go one after another: vmapping the
+        # samples around the sharded experts' solver loops hung with 2 forced CPU devices (0% CPU; the
+        # default hc-moe on diffusion-sorption, a batch of 2 or more; tests/operators/test_slow_pihc.py)
+        if self._sequential() or _expert_mesh(self.n_experts) is not None:
             w, stats = jax.lax.map(lambda z: self.coefficients(*z), (bases, a))
         else:
             w, stats = jax.vmap(self.coefficients)(bases, a)

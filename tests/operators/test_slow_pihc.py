@@ -1,6 +1,12 @@
 """PI-HC in its paper's setting, at the README's budget (long; excluded from CI, run with `-m slow`)."""
 
+import os
+import subprocess
+import sys
+
+import numpy as np
 import pytest
+from conftest import forced_devices
 
 from pdejax import operators as O
 
@@ -32,3 +38,40 @@ def test_navier_stokes_operators_learn_beyond_viscous_decay():
         if sol.constraint_solves is not None:
             assert sol.constraint_solves["converged_fraction"] == 1.0
     assert max(err.values()) < 0.2, err
+
+
+_DEFAULT_MOE_ON_DEVICES = """
+import equinox as eqx, jax, jax.numpy as jnp, numpy as np
+from pdejax import operators as O
+settings = O.operator_settings("diffusion_sorption_operator", "hc-moe", n_train=2, n_test=1, batch_size=2)
+data = O.generate("diffusion_sorption_operator", 2, resolution=settings["resolution"], seed=0, progress=False)
+op = O.build_pihc_operator(settings, data, key=jax.random.PRNGKey(0))
+a, x = jnp.asarray(data.inputs), jnp.asarray(data.coords)
+u, stats = eqx.filter_jit(lambda o: o.solve(a, x))(op)
+p, s = eqx.partition(op, eqx.is_inexact_array)
+loss = lambda p: jnp.mean(jax.vmap(O.PHYSICS["diffusion_sorption_operator"])(a, eqx.combine(p, s).batched(a, x)))
+g = jax.flatten_util.ravel_pytree(jax.jit(jax.grad(loss))(p))[0]
+np.savez(OUT, u=np.asarray(u), g=np.asarray(g), n=jax.device_count())
+"""
+
+
+@pytest.mark.parametrize("devices", [2, 4])
+def test_default_experts_on_several_devices_finish_and_match_one_device(tmp_path, devices):
+    """The dataset's default hc-moe (64 x 51 grid, blended blocks, multiplicative pass), untrained, on a batch
+    of two samples: with the experts sharded over 2 forced CPU devices, vmapping the samples' solves hung
+    (0% CPU; the small sharded test in test_pihc.py did not), so with several devices the samples' solves
+    run one after another. float32: the solves' iterates differ in rounding between the layouts."""
+
+    runs = {}
+    for n in (1, devices):
+        out = tmp_path / f"run{n}.npz"
+        env = {**os.environ, "XLA_FLAGS": forced_devices(n), "JAX_PLATFORMS": "cpu"}
+        subprocess.run([sys.executable, "-c", f"OUT = {str(out)!r}\n" + _DEFAULT_MOE_ON_DEVICES], env=env,
+                       check=True, timeout=600)  # fmt: skip
+        runs[n] = np.load(out)
+    du = np.abs(runs[devices]["u"] - runs[1]["u"]).max() / np.abs(runs[1]["u"]).max()
+    dg = np.abs(runs[devices]["g"] - runs[1]["g"]).max() / np.abs(runs[1]["g"]).max()
+    print(f"{devices} devices: field {du:.1e}, gradient {dg:.1e} of the largest")
+    assert int(runs[devices]["n"]) == devices
+    np.testing.assert_allclose(runs[devices]["u"], runs[1]["u"], rtol=0, atol=1e-4 * np.abs(runs[1]["u"]).max())
+    np.testing.assert_allclose(runs[devices]["g"], runs[1]["g"], rtol=0, atol=1e-2 * np.abs(runs[1]["g"]).max())
