@@ -516,10 +516,18 @@ class HardConstrainedOperator(eqx.Module):
         took 50 Levenberg-Marquardt iterations on average and up to 78, the others 13-20), and a batched
         loop runs every sample and expert until the slowest stops; on a CPU a batched iteration costs about
         as much as the same iterations one by one. An accelerator runs a batch in the time of one solve,
-        and several devices need the batched axis to shard the experts over, so both batch."""
+        and several devices need the experts' batched axis to shard them over, so both batch (the samples
+        then go one after another all the same: :meth:`_samples_sequential`)."""
         if self.loop != "auto":
             return self.loop == "map"
         return self.schwarz != "none" and jax.default_backend() == "cpu" and _expert_mesh(self.n_experts) is None
+
+    def _samples_sequential(self) -> bool:
+        """Whether a batch's samples are solved one after another: as the experts (:meth:`_sequential`), and
+        always while the experts are sharded over devices. Vmapping the samples around the sharded experts'
+        solver loops hung with 2 forced CPU devices (0% CPU; the default hc-moe on diffusion-sorption, a
+        batch of 2 or more; tests/operators/test_slow_pihc.py)."""
+        return self._sequential() or _expert_mesh(self.n_experts) is not None
 
     def basis(self, a: Float[Array, "b cin *grid"], x: Float[Array, "*grid d"]) -> Float[Array, "b N *grid"]:
         """The backbone's basis fields for a batch (times ``t / T`` with ``initial``)."""
@@ -623,10 +631,7 @@ class HardConstrainedOperator(eqx.Module):
         """Constrained fields for a batch and the per-sample, per-expert solve stats (``(b, K)`` each;
         ``residual`` is the root of the expert's squared rows, its share of the physics loss)."""
         bases = self.basis(a, x)
-        # with the experts sharded over devices, the samples' solves go one after another: vmapping the
-        # samples around the sharded experts' solver loops hung with 2 forced CPU devices (0% CPU; the
-        # default hc-moe on diffusion-sorption, a batch of 2 or more; tests/operators/test_slow_pihc.py)
-        if self._sequential() or _expert_mesh(self.n_experts) is not None:
+        if self._samples_sequential():
             w, stats = jax.lax.map(lambda z: self.coefficients(*z), (bases, a))
         else:
             w, stats = jax.vmap(self.coefficients)(bases, a)

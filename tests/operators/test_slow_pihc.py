@@ -61,7 +61,6 @@ def test_default_experts_on_several_devices_finish_and_match_one_device(tmp_path
     of two samples: with the experts sharded over 2 forced CPU devices, vmapping the samples' solves hung
     (0% CPU; the small sharded test in test_pihc.py did not), so with several devices the samples' solves
     run one after another. float32: the solves' iterates differ in rounding between the layouts."""
-
     runs = {}
     for n in (1, devices):
         out = tmp_path / f"run{n}.npz"
