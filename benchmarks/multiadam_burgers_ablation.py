@@ -13,18 +13,15 @@ import argparse
 import time
 
 import numpy as np
-import optax
 
 from pdejax import pinns, problems
 from pdejax.pinns._multiloss import multiadam
-from pdejax.pinns._solve import field_for, make_optimizer, train_config
+from pdejax.pinns._solve import field_for, lr_schedule, make_optimizer, residual_groups, train_config
 
 
 def optimizer_for(variant: str, problem, s: dict):
     """The first-phase optimizer of ``variant`` (``None``: the trainer's Adam)."""
-    schedule = optax.exponential_decay(float(s["learning_rate"]), int(s["decay_steps"]), float(s["decay_rate"]))
-    residual = [t.kind == "residual" for t in problem.terms.values()]
-    groups = (tuple(i for i, r in enumerate(residual) if r), tuple(i for i, r in enumerate(residual) if not r))
+    schedule, groups = lr_schedule(s), residual_groups(problem)  # as make_optimizer builds the default
     if variant == "adam":
         return None
     if variant == "default":

@@ -30,16 +30,27 @@ HC_KEYS = ("n_basis", "n_constraint", "max_steps", "blend")
 OPTIMIZERS = FIRST_PHASE + tuple(f"{o}+lbfgs" for o in FIRST_PHASE) + ("lbfgs",)
 
 
+def lr_schedule(settings: dict):
+    """The settings' learning-rate schedule: ``learning_rate * decay_rate ** (step / decay_steps)``."""
+    import optax
+
+    return optax.exponential_decay(
+        float(settings["learning_rate"]), int(settings["decay_steps"]), float(settings["decay_rate"])
+    )
+
+
+def residual_groups(problem: Problem) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Indices of ``problem``'s loss terms split into (PDE residuals, the rest: boundary/initial/data)."""
+    kinds = [t.kind == "residual" for t in problem.terms.values()]
+    return tuple(i for i, r in enumerate(kinds) if r), tuple(i for i, r in enumerate(kinds) if not r)
+
+
 def make_optimizer(name: str, problem: Problem, settings: dict):
     """The first-phase optimizer called ``name`` (one of :data:`FIRST_PHASE`) with the settings' learning
     rate schedule, or ``None`` for the trainer's default Adam."""
-    import optax
-
     from ._multiloss import config, lra, mconfig, multiadam, pcgrad
 
-    schedule = optax.exponential_decay(
-        float(settings["learning_rate"]), int(settings["decay_steps"]), float(settings["decay_rate"])
-    )
+    schedule = lr_schedule(settings)
     if name == "adam":
         return None
     if name == "config":
@@ -48,14 +59,12 @@ def make_optimizer(name: str, problem: Problem, settings: dict):
         return mconfig(schedule)
     if name == "multiadam":
         # the paper's grouping: PDE residual(s) in one group, boundary/initial/data terms in the other
-        kinds = [t.kind == "residual" for t in problem.terms.values()]
-        res = tuple(i for i, r in enumerate(kinds) if r)
-        rest = tuple(i for i, r in enumerate(kinds) if not r)
+        res, rest = residual_groups(problem)
         return multiadam(schedule, groups=(res, rest) if res and rest else None)
     if name == "pcgrad":
         return pcgrad(schedule)
     if name == "lra":
-        reference = tuple(i for i, t in enumerate(problem.terms.values()) if t.kind == "residual") or (0,)
+        reference = residual_groups(problem)[0] or (0,)
         return lra(schedule, reference=reference)
     raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
 
