@@ -58,6 +58,9 @@ class DampedLevenbergMarquardt(optx.AbstractLeastSquaresSolver):
     off with the stall test against 2e-12 without). An accepted step resets the count (a solve creeping
     down slowly is not stalled), and so does a rejected step that raised the loss by more, so a run of
     genuine rejections (the damping growing after too long a Gauss–Newton step) never stops the solve.
+    A step that leaves the iterate bit for bit unchanged is idle too, in any precision: once the trust region
+    is below the iterate's last bit nothing can change any more, and a step test set below the rounding level
+    would otherwise keep the solve to ``max_steps``.
     With ``damping=1`` the iterates are ``optx.LevenbergMarquardt``'s until the stall test stops them.
 
     Arguments: ``rtol``, ``atol`` (optimistix's step test), ``damping`` (``lambda_0 > 0``), ``ftol``,
@@ -95,7 +98,7 @@ class DampedLevenbergMarquardt(optx.AbstractLeastSquaresSolver):
 
     def step(self, fn, y, args, options, state, tags):
         old, idle, _ = state
-        tried, before = old.y_eval, _half_sum_squares(old.f_info.residual)
+        tried, before, start = old.y_eval, _half_sum_squares(old.f_info.residual), y
         y, inner, aux = self.inner.step(fn, y, args, options, old, tags)
         # the loss at the point this iteration tried (optimistix keeps it only if the step was accepted).
         # Idle: a rejected step whose loss differs from the last accepted one by rounding alone. Accepted
@@ -107,7 +110,12 @@ class DampedLevenbergMarquardt(optx.AbstractLeastSquaresSolver):
         # error of ~1e-6 along weak directions, so the stall test is only on by default below float64
         ftol = (1e4 * eps if eps > 1e-10 else 0.0) if self.ftol is None else self.ftol
         rejected = inner.num_accepted_steps == old.num_accepted_steps
-        quiet = rejected & (jnp.abs(after - before) <= ftol * before)
+        # a step that did not move at all (the trust region below the iterate's last bit; accepted or not) is
+        # idle whatever the loss says: the loss recomputed at the same point can differ in its last bit from
+        # optimistix's value (another fusion of the same sum), so with ftol = 0 a converged float64 solve
+        # whose step test cannot be met at its rounding level would otherwise spin to max_steps
+        unmoved = jnp.all(jnp.stack([jnp.all(a == b) for a, b in zip(jax.tree.leaves(tried), jax.tree.leaves(start))]))
+        quiet = (rejected & (jnp.abs(after - before) <= ftol * before)) | unmoved
         idle = jnp.where(quiet, idle + 1, 0)
         return y, (inner, idle, idle >= self.patience), aux
 
