@@ -125,9 +125,10 @@ def test_bad_settings_are_refused(kw):
 
 def test_float64_solve_whose_step_test_cannot_be_met_stops_once_its_steps_no_longer_move():
     # rtol = atol = 0: optimistix's step test is never met, and in float64 the loss-based stall test is off
-    # (ftol 0). The solve must still stop once the shrinking trust region leaves the iterate unchanged: the
-    # loss recomputed there can differ in its last bit from optimistix's own value (another fusion of the same
-    # sum; seen on an AVX2 CPU at XLA optimisation level 1), so before this the solve spun to max_steps
+    # (ftol 0). The solve must still stop once its steps leave the iterate unchanged. Before, it ran to
+    # max_steps here: optimistix accepts such zero steps (the loss does not rise), and an accepted step reset
+    # the idle count. (The other way it never stopped, seen on an AVX2 CPU at XLA optimisation level 1: rejected
+    # zero steps whose recomputed loss differed in its last bit from optimistix's; tests/operators/test_pihc.py)
     with jax.enable_x64(True):
         rows = _ill_scaled(jnp.float64)
         ref = _ill_scaled_min()
