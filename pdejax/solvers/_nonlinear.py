@@ -114,7 +114,7 @@ class DampedLevenbergMarquardt(optx.AbstractLeastSquaresSolver):
         # idle whatever the loss says: the loss recomputed at the same point can differ in its last bit from
         # optimistix's value (another fusion of the same sum), so with ftol = 0 a converged float64 solve
         # whose step test cannot be met at its rounding level would otherwise spin to max_steps
-        unmoved = jnp.all(jnp.stack([jnp.all(a == b) for a, b in zip(jax.tree.leaves(tried), jax.tree.leaves(start))]))
+        unmoved = jnp.asarray(eqx.tree_equal(tried, start))
         quiet = (rejected & (jnp.abs(after - before) <= ftol * before)) | unmoved
         idle = jnp.where(quiet, idle + 1, 0)
         return y, (inner, idle, idle >= self.patience), aux
